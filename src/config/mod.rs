@@ -1,0 +1,314 @@
+//! Configuration: the validated, immutable view of the TOML file.
+//!
+//! `file` holds the serde types that mirror the TOML text; `validate` turns
+//! them into the types below, collecting every problem it finds. The running
+//! proxy only ever reads these validated types.
+
+mod file;
+mod validate;
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use validate::parse;
+
+/// The default listener `max_header_bytes`: request line plus headers.
+pub const DEFAULT_MAX_HEADER_BYTES: usize = 16 * 1024;
+
+/// A whole, validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The admin listener, when `[admin]` is present.
+    pub admin: Option<Admin>,
+    /// TLS handshake plus the client's whole request must finish within this.
+    pub handshake_timeout: Duration,
+    /// Grace for open connections on shutdown or backend removal.
+    pub drain_timeout: Duration,
+    /// Listeners in file order; names are unique.
+    pub listeners: Vec<Listener>,
+    /// Routes in file order.
+    pub routes: Vec<Route>,
+    /// Pools in file order; names are unique.
+    pub pools: Vec<Pool>,
+}
+
+/// `[admin]`: where the admin endpoints listen.
+#[derive(Debug, Clone)]
+pub struct Admin {
+    /// Address the admin HTTP listener binds.
+    pub bind: SocketAddr,
+}
+
+/// One `[[listener]]`.
+#[derive(Debug, Clone)]
+pub struct Listener {
+    /// Unique name, referenced by routes.
+    pub name: String,
+    /// Address to bind.
+    pub bind: SocketAddr,
+    /// Request line plus headers larger than this are answered 431.
+    pub max_header_bytes: usize,
+    /// Present for wss:// listeners.
+    pub tls: Option<Tls>,
+}
+
+/// A listener's certificates: one default plus any chosen by SNI.
+#[derive(Debug, Clone)]
+pub struct Tls {
+    /// Served to clients without SNI or with a name no `sni` entry lists.
+    pub default: CertPair,
+    /// Certificates chosen by the client's SNI name.
+    pub sni: Vec<SniCert>,
+}
+
+/// A certificate chain and its private key, already read and checked.
+#[derive(Clone)]
+pub struct CertPair {
+    /// Path of the PEM certificate chain, resolved against the config folder.
+    pub cert: PathBuf,
+    /// Path of the PEM private key, resolved against the config folder.
+    pub key: PathBuf,
+    /// The loaded chain and signing key; the key matches the leaf.
+    pub certified_key: Arc<rustls::sign::CertifiedKey>,
+}
+
+impl fmt::Debug for CertPair {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CertPair")
+            .field("cert", &self.cert)
+            .field("key", &self.key)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A certificate served for some SNI names.
+#[derive(Debug, Clone)]
+pub struct SniCert {
+    /// Lower-case DNS names this certificate answers for.
+    pub server_names: Vec<String>,
+    /// The certificate and key.
+    pub pair: CertPair,
+}
+
+/// One `[[route]]`.
+#[derive(Debug, Clone)]
+pub struct Route {
+    /// Only requests on this listener match; `None`: every listener.
+    pub listener: Option<String>,
+    /// Host match; `None`: any host.
+    pub host: Option<HostPattern>,
+    /// Matches whole path segments; always starts with `/`.
+    pub path_prefix: String,
+    /// Name of the pool (validated to exist).
+    pub pool: String,
+    /// `None`: any Origin. Compared case-insensitively (ASCII).
+    pub allowed_origins: Option<Vec<String>>,
+    /// The route's limits and timeouts, defaults applied.
+    pub limits: Limits,
+}
+
+/// How a route matches the request's host (port ignored, case-insensitive).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostPattern {
+    /// `chat.example.com`, stored lower-case.
+    Exact(String),
+    /// `*.example.com`, stored lower-case as `.example.com`: one or more
+    /// labels before the suffix, never the bare suffix itself.
+    Suffix(String),
+}
+
+/// Per-route limits and timeouts; `[defaults]` fills what a route omits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// A whole message, all its fragments together.
+    pub max_message_bytes: u64,
+    /// One frame's payload.
+    pub max_frame_bytes: u64,
+    /// No frame either way for this long: close 1001 both ways.
+    pub idle_timeout: Duration,
+    /// Backend TCP connect plus its 101 answer.
+    pub connect_timeout: Duration,
+    /// Zero: no keepalive pings.
+    pub ping_interval: Duration,
+    /// No frame from the client this long after a proxy ping: close.
+    pub ping_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_message_bytes: 1024 * 1024,
+            max_frame_bytes: 1024 * 1024,
+            idle_timeout: Duration::from_secs(60),
+            connect_timeout: Duration::from_secs(3),
+            ping_interval: Duration::ZERO,
+            ping_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// One `[[pool]]`.
+#[derive(Debug, Clone)]
+pub struct Pool {
+    /// Unique name, referenced by routes.
+    pub name: String,
+    /// The balancing algorithm.
+    pub balance: Balance,
+    /// Where the affinity key comes from; `Some` exactly when `balance` is
+    /// `Sticky`.
+    pub sticky: Option<Sticky>,
+    /// Bounded load for sticky pools (> 1.0); `None`: off.
+    pub hash_balance_factor: Option<f64>,
+    /// Active health checks; `None`: passive only.
+    pub health_check: Option<HealthCheck>,
+    /// At least one; addresses unique within the pool.
+    pub backends: Vec<Backend>,
+}
+
+/// The closed set of balancing algorithms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Balance {
+    /// Fewest active connections divided by weight.
+    LeastConnections,
+    /// Consistent hashing of an affinity key.
+    Sticky,
+}
+
+/// `sticky = { source, name }`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sticky {
+    /// Where the key is read from.
+    pub source: StickySource,
+    /// Cookie, header or query parameter name; unused for `ClientIp`.
+    pub name: String,
+}
+
+/// Where a sticky pool reads its affinity key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StickySource {
+    /// A cookie named `name`; the proxy sets it when missing.
+    Cookie,
+    /// A request header named `name`.
+    Header,
+    /// A query parameter named `name`.
+    Query,
+    /// The client's IP address.
+    ClientIp,
+}
+
+/// `health_check = { kind, interval, timeout, path }`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthCheck {
+    /// What a check does.
+    pub kind: HealthCheckKind,
+    /// Time between checks of one backend.
+    pub interval: Duration,
+    /// A check taking longer fails.
+    pub timeout: Duration,
+}
+
+/// The kinds of active health check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HealthCheckKind {
+    /// A TCP connect succeeds.
+    Tcp,
+    /// A full WebSocket upgrade on `path` answers 101 with a correct accept.
+    WebSocket {
+        /// Request path, starting with `/`.
+        path: String,
+    },
+}
+
+/// One backend of a pool.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Backend {
+    /// Address to connect to.
+    pub addr: SocketAddr,
+    /// Relative share, at least 1.
+    pub weight: u32,
+    /// Hard cap on connections (handshakes in flight count); `None`: none.
+    pub max_connections: Option<u32>,
+}
+
+/// One thing wrong with a configuration file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// Dotted key path, e.g. `route[2].pool`; empty for syntax errors.
+    pub key_path: String,
+    /// 1-based line, where known.
+    pub line: Option<usize>,
+    /// 1-based column, where known.
+    pub column: Option<usize>,
+    /// What is wrong and, where it helps, how to fix it.
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (self.line, self.column) {
+            (Some(l), Some(c)) => write!(f, "line {l}, column {c}: ")?,
+            (Some(l), None) => write!(f, "line {l}: ")?,
+            _ => {}
+        }
+        if !self.key_path.is_empty() {
+            write!(f, "{}: ", self.key_path)?;
+        }
+        f.write_str(&self.message)
+    }
+}
+
+/// Why a configuration could not be loaded. Nothing of it is used: a file is
+/// accepted whole or refused whole.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file itself could not be read.
+    #[error("cannot read configuration file {path}: {source}")]
+    Read {
+        /// The file named on the command line.
+        path: PathBuf,
+        /// The operating system's reason.
+        source: std::io::Error,
+    },
+    /// The file was read but has one or more problems.
+    #[error("{} has {} problem(s):\n{}", origin, problems.len(), list(problems))]
+    Invalid {
+        /// The file's path, or `<embedded>` for the demo's configuration.
+        origin: String,
+        /// Every problem found, in file order where possible.
+        problems: Vec<Problem>,
+    },
+}
+
+fn list(problems: &[Problem]) -> String {
+    let lines: Vec<String> = problems.iter().map(|p| format!("  {p}")).collect();
+    lines.join("\n")
+}
+
+impl ConfigError {
+    /// Every problem as one line each, for logs and the admin API.
+    pub fn messages(&self) -> Vec<String> {
+        match self {
+            ConfigError::Read { .. } => vec![self.to_string()],
+            ConfigError::Invalid { origin, problems } => {
+                problems.iter().map(|p| format!("{origin}: {p}")).collect()
+            }
+        }
+    }
+}
+
+/// Reads and validates the file at `path`; relative paths inside it are
+/// resolved against its folder.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let base = path.parent().unwrap_or_else(|| Path::new("."));
+    parse(&text, base, &path.display().to_string())
+}
+
+/// The example configuration, built into the binary for `wsgate demo`.
+pub const EXAMPLE: &str = include_str!("../../config.example.toml");

@@ -1,0 +1,5 @@
+//! wsgate: a reverse proxy and load balancer for WebSocket traffic.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod config;
