@@ -1,1 +1,191 @@
-fn main(){}
+//! The `wsgate` command line.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use tracing::{error, info};
+
+use wsgate::config::{self, Config};
+use wsgate::server::Server;
+
+/// A reverse proxy and load balancer for WebSocket traffic.
+#[derive(Debug, Parser)]
+#[command(
+    name = "wsgate",
+    version,
+    about,
+    args_conflicts_with_subcommands = true
+)]
+struct Cli {
+    /// Configuration file to run with.
+    #[arg(short, long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Log format on stderr; the level comes from RUST_LOG.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
+    log_format: LogFormat,
+    /// Worker threads (default: one per core).
+    #[arg(long, value_name = "N", global = true)]
+    workers: Option<usize>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Validate a configuration file and exit: 0 when valid, 1 with every
+    /// problem listed otherwise.
+    Check {
+        /// The file to check.
+        #[arg(short, long, value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// Run the built-in example configuration with echo backends on its
+    /// backend addresses: ws://127.0.0.1:8080/echo answers at once.
+    Demo,
+    /// Run only a WebSocket echo backend (for tests and benchmarks).
+    Echo {
+        /// Address to listen on; repeat for several.
+        #[arg(long, value_name = "ADDR", required = true)]
+        bind: Vec<SocketAddr>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    match cli.command {
+        Some(Command::Check { config }) => check(&config),
+        Some(Command::Demo) => match demo_config() {
+            Ok(config) => run(config, cli.workers, true),
+            Err(e) => fail(&e),
+        },
+        Some(Command::Echo { bind }) => echo(bind, cli.workers),
+        None => match cli.config {
+            Some(path) => match config::load(&path) {
+                Ok(config) => run(config, cli.workers, false),
+                Err(e) => fail(&e),
+            },
+            None => {
+                eprintln!("wsgate: no configuration; use --config FILE, `wsgate demo`, or --help");
+                ExitCode::from(2)
+            }
+        },
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn check(path: &Path) -> ExitCode {
+    match config::load(path) {
+        Ok(c) => {
+            println!(
+                "{}: OK ({} listener(s), {} route(s), {} pool(s))",
+                path.display(),
+                c.listeners.len(),
+                c.routes.len(),
+                c.pools.len()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(&e),
+    }
+}
+
+fn fail(e: &config::ConfigError) -> ExitCode {
+    eprintln!("{e}");
+    ExitCode::FAILURE
+}
+
+fn demo_config() -> Result<Config, config::ConfigError> {
+    config::parse(config::EXAMPLE, Path::new("."), "<built-in example>")
+}
+
+fn runtime(workers: Option<usize>) -> tokio::runtime::Runtime {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = workers {
+        builder.worker_threads(n.max(1));
+    }
+    builder
+        .enable_all()
+        .build()
+        .expect("the tokio runtime starts")
+}
+
+fn run(config: Config, workers: Option<usize>, with_echo: bool) -> ExitCode {
+    runtime(workers).block_on(async move {
+        if with_echo {
+            let addrs: Vec<SocketAddr> = config
+                .pools
+                .iter()
+                .flat_map(|p| p.backends.iter().map(|b| b.addr))
+                .collect();
+            for addr in addrs {
+                let listener = match tokio::net::TcpListener::bind(addr).await {
+                    Ok(l) => l,
+                    Err(e) => {
+                        error!(%addr, error = %e, "cannot bind the demo's echo backend");
+                        return ExitCode::FAILURE;
+                    }
+                };
+                info!(%addr, "echo backend listening");
+                tokio::spawn(wsgate::echo::serve(listener));
+            }
+        }
+        let server = match Server::bind(config).await {
+            Ok(s) => s,
+            Err(e) => {
+                error!("{e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        server.run(shutdown_signal()).await;
+        info!("stopped");
+        ExitCode::SUCCESS
+    })
+}
+
+fn echo(binds: Vec<SocketAddr>, workers: Option<usize>) -> ExitCode {
+    runtime(workers).block_on(async move {
+        for addr in binds {
+            match tokio::net::TcpListener::bind(addr).await {
+                Ok(l) => {
+                    info!(%addr, "echo backend listening");
+                    tokio::spawn(wsgate::echo::serve(l));
+                }
+                Err(e) => {
+                    error!(%addr, error = %e, "cannot bind");
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+        shutdown_signal().await;
+        ExitCode::SUCCESS
+    })
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler installs");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

@@ -1,0 +1,284 @@
+//! One client connection from accept to relay: TLS, the request head under
+//! its limits, the handshake checks, routing, the backend upgrade, and the
+//! hand-over of both upgraded sides to the relay.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant as StdInstant;
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::{timeout_at, Instant};
+use tracing::{debug, info, warn};
+
+use crate::handshake::{self, FirstByte, ReadHeadError, Reject, Rewind};
+use crate::snapshot::Snapshot;
+use crate::upstream::{self, Offer, UpstreamError};
+use crate::{relay, tls};
+
+/// What a connection knows about where it was accepted.
+#[derive(Debug, Clone)]
+pub struct Accepted {
+    /// The client's address.
+    pub peer: SocketAddr,
+    /// The listener's name, the key into the snapshot.
+    pub listener: Arc<str>,
+    /// The snapshot current when the connection was accepted; the
+    /// connection keeps it for its whole life.
+    pub snapshot: Arc<Snapshot>,
+}
+
+/// Serves one accepted TCP connection to its end.
+pub async fn serve(stream: TcpStream, accepted: Accepted) {
+    let snapshot = accepted.snapshot.clone();
+    let Some((index, listener)) = snapshot.listener(&accepted.listener) else {
+        // The listener was removed between accept and now.
+        return;
+    };
+    // Small frames must not wait for Nagle's algorithm on either side.
+    let _ = stream.set_nodelay(true);
+    let deadline = Instant::now() + snapshot.config.handshake_timeout;
+    let limit = listener.max_header_bytes;
+    match &snapshot.tls[index] {
+        None => {
+            serve_http(
+                stream,
+                accepted,
+                deadline,
+                limit,
+                Some(FirstByte::NotTls),
+                false,
+            )
+            .await
+        }
+        Some(config) => {
+            let mut stream = stream;
+            let mut first = [0u8; 1];
+            match timeout_at(deadline, stream.peek(&mut first)).await {
+                Ok(Ok(1)) if first[0] == tls::TLS_HANDSHAKE_RECORD => {}
+                Ok(Ok(1)) => {
+                    reject_raw(&mut stream, &accepted, Reject::PlainOnTlsListener).await;
+                    return;
+                }
+                _ => return,
+            }
+            let acceptor = tokio_rustls::TlsAcceptor::from(config.clone());
+            match timeout_at(deadline, acceptor.accept(stream)).await {
+                Ok(Ok(tls_stream)) => {
+                    serve_http(tls_stream, accepted, deadline, limit, None, true).await
+                }
+                Ok(Err(e)) => {
+                    info!(peer = %accepted.peer, listener = %accepted.listener, error = %e, "TLS handshake failed")
+                }
+                Err(_) => {
+                    info!(peer = %accepted.peer, listener = %accepted.listener, "TLS handshake timed out (handshake_timeout)")
+                }
+            }
+        }
+    }
+}
+
+/// Reads the request head, then lets hyper parse it and drive the upgrade.
+async fn serve_http<IO>(
+    mut io: IO,
+    accepted: Accepted,
+    deadline: Instant,
+    limit: usize,
+    first_byte: Option<FirstByte>,
+    tls: bool,
+) where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let head = match timeout_at(deadline, handshake::read_head(&mut io, limit, first_byte)).await {
+        Ok(Ok(head)) => head,
+        Ok(Err(ReadHeadError::Reject(reject))) => {
+            reject_raw(&mut io, &accepted, reject).await;
+            return;
+        }
+        Ok(Err(e)) => {
+            debug!(peer = %accepted.peer, error = %e, "no request");
+            return;
+        }
+        Err(_) => {
+            // RFC 9110 section 15.5.9: the server gave up waiting.
+            let answer = b"HTTP/1.1 408 Request Timeout\r\ncontent-type: text/plain; charset=utf-8\r\nconnection: close\r\ncontent-length: 49\r\n\r\nrequest not received in time (handshake_timeout)\n";
+            let _ = io.write_all(answer).await;
+            linger(&mut io).await;
+            info!(peer = %accepted.peer, listener = %accepted.listener, status = 408, "handshake timed out");
+            return;
+        }
+    };
+    let io = TokioIo::new(Rewind::new(head.freeze(), io));
+    let service = service_fn(move |req| {
+        let accepted = accepted.clone();
+        async move { Ok::<_, Infallible>(upgrade::<IO>(req, accepted, tls).await) }
+    });
+    let result = http1::Builder::new()
+        .keep_alive(false)
+        .max_headers(handshake::MAX_HEADERS)
+        .max_buf_size((limit + 1024).max(8192))
+        .serve_connection(io, service)
+        .with_upgrades()
+        .await;
+    if let Err(e) = result {
+        debug!(error = %e, "client connection ended during the handshake");
+    }
+}
+
+/// Writes a rejection straight to the socket (hyper does not have the
+/// connection yet) and closes.
+async fn reject_raw<IO: AsyncRead + AsyncWrite + Unpin>(
+    io: &mut IO,
+    accepted: &Accepted,
+    reject: Reject,
+) {
+    info!(peer = %accepted.peer, listener = %accepted.listener, status = reject.status().as_u16(), reason = %reject, "handshake rejected");
+    let _ = io.write_all(&reject.raw_response()).await;
+    linger(io).await;
+}
+
+/// Half-closes, then reads and discards what the client still sends for a
+/// moment: closing a socket with unread input makes the kernel send a
+/// reset, which can destroy the answer before the client reads it.
+async fn linger<IO: AsyncRead + AsyncWrite + Unpin>(io: &mut IO) {
+    let _ = io.shutdown().await;
+    let mut sink = [0u8; 4096];
+    let deadline = Instant::now() + LINGER;
+    for _ in 0..LINGER_READS {
+        match timeout_at(deadline, io.read(&mut sink)).await {
+            Ok(Ok(n)) if n > 0 => {}
+            _ => return,
+        }
+    }
+}
+
+/// How long, and for how many reads, a rejected client's leftover input is
+/// drained before the socket is closed.
+const LINGER: std::time::Duration = std::time::Duration::from_secs(1);
+const LINGER_READS: usize = 64;
+
+/// The whole upgrade: check the request, route it, upgrade a backend, and
+/// hand both sides to the relay once hyper has sent the 101.
+async fn upgrade<IO>(
+    mut req: Request<Incoming>,
+    accepted: Accepted,
+    tls: bool,
+) -> Response<Full<Bytes>>
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let started = StdInstant::now();
+    let snapshot = &accepted.snapshot;
+    let host = req
+        .headers()
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok());
+    let Some(route_index) = snapshot
+        .routes
+        .find(&accepted.listener, host, req.uri().path())
+    else {
+        return rejected(&accepted, &req, Reject::NoRoute);
+    };
+    let route = &snapshot.config.routes[route_index];
+    let checked = match handshake::check(&req, route) {
+        Ok(checked) => checked,
+        Err(reject) => return rejected(&accepted, &req, reject),
+    };
+    let pool = &snapshot.config.pools[snapshot.route_pool[route_index]];
+    let offer = Offer::from_request(req.headers());
+    let request = upstream::backend_request(&req, accepted.peer, tls);
+
+    let mut last_failure: Option<UpstreamError> = None;
+    for backend in &pool.backends {
+        let result = upstream::upgrade(
+            backend.addr,
+            &request,
+            &checked.key,
+            &offer,
+            route.limits.connect_timeout,
+        )
+        .await;
+        let backend_side = match result {
+            Ok(up) => up,
+            Err(e) if e.is_unreachable() => {
+                warn!(pool = %pool.name, error = %e, "backend unreachable; trying the next");
+                last_failure = Some(e);
+                continue;
+            }
+            Err(e) => return rejected(&accepted, &req, Reject::BadBackendAnswer(e)),
+        };
+        let on_upgrade = hyper::upgrade::on(&mut req);
+        let limits = route.limits;
+        let peer = accepted.peer;
+        let backend_addr = backend.addr;
+        debug!(%peer, backend = %backend_addr, elapsed = ?started.elapsed(), "upgraded");
+        tokio::spawn(async move {
+            let client = match on_upgrade.await {
+                Ok(upgraded) => upgraded,
+                Err(e) => {
+                    debug!(%peer, error = %e, "client upgrade failed after the 101");
+                    return;
+                }
+            };
+            let parts = match client.downcast::<TokioIo<Rewind<IO>>>() {
+                Ok(parts) => parts,
+                Err(_) => unreachable!("the upgraded IO is the one served"),
+            };
+            let (unread, client_io) = parts.io.into_inner().into_parts();
+            let client_pre = join(parts.read_buf, unread);
+            let end = relay::run(
+                client_io,
+                client_pre,
+                backend_side.stream,
+                backend_side.pre_read,
+                relay::Settings {
+                    limits,
+                    deflate: backend_side.deflate,
+                },
+            )
+            .await;
+            debug!(%peer, backend = %backend_addr, ?end, "connection closed");
+        });
+        return backend_side.response;
+    }
+    let reject = match last_failure {
+        Some(e) => Reject::BackendsFailed(e),
+        None => Reject::NoBackend,
+    };
+    rejected(&accepted, &req, reject)
+}
+
+/// hyper's read-ahead first, then anything the head reader had that hyper
+/// never asked for: both came from the client after its request head.
+fn join(first: Bytes, second: Bytes) -> Bytes {
+    if second.is_empty() {
+        first
+    } else if first.is_empty() {
+        second
+    } else {
+        let mut joined = Vec::with_capacity(first.len() + second.len());
+        joined.extend_from_slice(&first);
+        joined.extend_from_slice(&second);
+        joined.into()
+    }
+}
+
+fn rejected(accepted: &Accepted, req: &Request<Incoming>, reject: Reject) -> Response<Full<Bytes>> {
+    info!(
+        peer = %accepted.peer,
+        listener = %accepted.listener,
+        path = req.uri().path(),
+        status = reject.status().as_u16(),
+        reason = %reject,
+        "handshake rejected"
+    );
+    reject.response()
+}

@@ -1,0 +1,462 @@
+//! The client's upgrade request: reading it under a size limit and a deadline,
+//! checking it against RFC 6455 section 4.2.1 in the order of the contract's
+//! handshake table, and the rejections that answer a bad one.
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use base64::Engine;
+use bytes::{Buf, Bytes, BytesMut};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Version};
+use http_body_util::Full;
+use sha1::{Digest, Sha1};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
+
+use crate::config::Route;
+use crate::upstream::UpstreamError;
+
+/// The most headers a request may carry; more are answered 431 like an
+/// over-long head, since both are ways of sending too much.
+pub const MAX_HEADERS: usize = 100;
+
+/// RFC 6455 section 1.3: the GUID appended to the key before hashing.
+const ACCEPT_GUID: &[u8] = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+
+/// Why a request is refused; each maps to one status code and one reason.
+#[derive(Debug, thiserror::Error)]
+pub enum Reject {
+    /// Request line plus headers exceed the listener's `max_header_bytes`.
+    #[error("request header too large")]
+    HeadTooLarge,
+    /// More than [`MAX_HEADERS`] header fields.
+    #[error("too many request header fields")]
+    TooManyHeaders,
+    /// Not parsable as an HTTP/1.x request.
+    #[error("malformed HTTP request: {0}")]
+    Malformed(&'static str),
+    /// A TLS ClientHello arrived on a plain listener.
+    #[error("TLS handshake sent to a plain ws:// listener; use ws:// or the wss:// port")]
+    TlsOnPlainListener,
+    /// Plain bytes arrived on a TLS listener.
+    #[error("plain HTTP sent to a TLS listener; use wss://")]
+    PlainOnTlsListener,
+    /// No route matches the host and path.
+    #[error("no route for this host and path")]
+    NoRoute,
+    /// The method is not GET.
+    #[error("method not allowed: a WebSocket upgrade is a GET")]
+    NotGet,
+    /// HTTP/1.0 cannot upgrade.
+    #[error("HTTP/1.1 is required for a WebSocket upgrade")]
+    Http10,
+    /// No Host header.
+    #[error("missing Host header")]
+    NoHost,
+    /// No `websocket` token in `Upgrade`.
+    #[error("this route only accepts WebSocket upgrades (Upgrade: websocket)")]
+    NotWebSocket,
+    /// No `upgrade` token in `Connection`.
+    #[error("Connection header lacks the upgrade token")]
+    NoConnectionUpgrade,
+    /// `Sec-WebSocket-Key` missing or not base64 of 16 bytes.
+    #[error("Sec-WebSocket-Key missing or not base64 of 16 bytes")]
+    BadKey,
+    /// `Sec-WebSocket-Version` missing or not 13.
+    #[error("unsupported Sec-WebSocket-Version: only 13 is supported")]
+    BadVersion,
+    /// `Origin` not in the route's `allowed_origins`.
+    #[error("origin not allowed")]
+    OriginNotAllowed,
+    /// Every backend is down, draining or at its cap.
+    #[error("no backend available")]
+    NoBackend,
+    /// Backends were tried and every attempt failed.
+    #[error("backend unreachable: {0}")]
+    BackendsFailed(UpstreamError),
+    /// A backend answered, but not with a valid 101.
+    #[error("bad answer from backend: {0}")]
+    BadBackendAnswer(UpstreamError),
+}
+
+impl Reject {
+    /// The status code the contract assigns to this rejection.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Reject::HeadTooLarge | Reject::TooManyHeaders => {
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
+            }
+            Reject::Malformed(_)
+            | Reject::TlsOnPlainListener
+            | Reject::PlainOnTlsListener
+            | Reject::Http10
+            | Reject::NoHost
+            | Reject::NoConnectionUpgrade
+            | Reject::BadKey => StatusCode::BAD_REQUEST,
+            Reject::NoRoute => StatusCode::NOT_FOUND,
+            Reject::NotGet => StatusCode::METHOD_NOT_ALLOWED,
+            Reject::NotWebSocket | Reject::BadVersion => StatusCode::UPGRADE_REQUIRED,
+            Reject::OriginNotAllowed => StatusCode::FORBIDDEN,
+            Reject::NoBackend => StatusCode::SERVICE_UNAVAILABLE,
+            Reject::BackendsFailed(_) | Reject::BadBackendAnswer(_) => StatusCode::BAD_GATEWAY,
+        }
+    }
+
+    /// The header the status code requires (RFC 6455 section 4.2.2 and
+    /// RFC 9110 section 15.5.22 for 426), if any.
+    fn extra_header(&self) -> Option<(&'static str, &'static str)> {
+        match self {
+            Reject::NotWebSocket => Some(("upgrade", "websocket")),
+            Reject::BadVersion => Some(("sec-websocket-version", "13")),
+            Reject::NotGet => Some(("allow", "GET")),
+            _ => None,
+        }
+    }
+
+    /// The whole response: status, the headers its status requires, and a
+    /// one-line plain-text reason. The connection closes after it.
+    pub fn response(&self) -> Response<Full<Bytes>> {
+        let mut builder = Response::builder()
+            .status(self.status())
+            .header("content-type", "text/plain; charset=utf-8")
+            .header("connection", "close");
+        if let Some((name, value)) = self.extra_header() {
+            builder = builder.header(name, value);
+        }
+        builder
+            .body(Full::new(Bytes::from(format!("{self}\n"))))
+            .expect("static status and headers are valid")
+    }
+
+    /// The response as raw HTTP/1.1 bytes, for answers written before hyper
+    /// has the connection (head too large, malformed, wrong protocol).
+    pub fn raw_response(&self) -> Vec<u8> {
+        let body = format!("{self}\n");
+        let status = self.status();
+        let mut out = format!(
+            "HTTP/1.1 {} {}\r\ncontent-type: text/plain; charset=utf-8\r\nconnection: close\r\ncontent-length: {}\r\n",
+            status.as_u16(),
+            status.canonical_reason().unwrap_or(""),
+            body.len()
+        );
+        if let Some((name, value)) = self.extra_header() {
+            out.push_str(&format!("{name}: {value}\r\n"));
+        }
+        out.push_str("\r\n");
+        out.push_str(&body);
+        out.into_bytes()
+    }
+}
+
+/// Reads until the end of the request head (`\r\n\r\n`) or until more than
+/// `limit` bytes arrived without one. The returned buffer holds the head
+/// and whatever the client sent after it (its first frames, possibly), and
+/// the head has been checked to parse.
+///
+/// The caller bounds this with the handshake deadline: a client that sends
+/// its request slowly, or never, is cut off there.
+pub async fn read_head<IO: AsyncRead + Unpin>(
+    io: &mut IO,
+    limit: usize,
+    first_byte_check: Option<FirstByte>,
+) -> Result<BytesMut, ReadHeadError> {
+    let mut buf = BytesMut::with_capacity(1024.min(limit + 4));
+    let mut scanned: usize = 0;
+    loop {
+        if buf.capacity() - buf.len() < 256 {
+            // Growth stops once the limit is passed, so this stays bounded.
+            buf.reserve(2048);
+        }
+        let n = io.read_buf(&mut buf).await.map_err(ReadHeadError::Io)?;
+        if n == 0 {
+            return Err(ReadHeadError::Eof);
+        }
+        if scanned == 0 {
+            if let Some(check) = first_byte_check {
+                check.verify(buf[0])?;
+            }
+        }
+        // Resume the search three bytes back: the terminator may straddle reads.
+        let from = scanned.saturating_sub(3);
+        if let Some(pos) = find_head_end(&buf[from..]) {
+            let head_len = from + pos + 4;
+            if head_len > limit {
+                return Err(ReadHeadError::Reject(Reject::HeadTooLarge));
+            }
+            check_parses(&buf[..head_len])?;
+            return Ok(buf);
+        }
+        if buf.len() > limit {
+            return Err(ReadHeadError::Reject(Reject::HeadTooLarge));
+        }
+        scanned = buf.len();
+    }
+}
+
+/// What the first byte of a connection must (not) be on this listener.
+#[derive(Debug, Clone, Copy)]
+pub enum FirstByte {
+    /// A plain listener: a TLS handshake record is a mistake worth naming.
+    NotTls,
+}
+
+impl FirstByte {
+    fn verify(self, byte: u8) -> Result<(), ReadHeadError> {
+        match self {
+            FirstByte::NotTls if byte == crate::tls::TLS_HANDSHAKE_RECORD => {
+                Err(ReadHeadError::Reject(Reject::TlsOnPlainListener))
+            }
+            FirstByte::NotTls => Ok(()),
+        }
+    }
+}
+
+/// Why no request head could be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadHeadError {
+    /// Answer the client with this rejection, then close.
+    #[error("{0}")]
+    Reject(Reject),
+    /// The client closed before finishing its request.
+    #[error("client closed before completing its request")]
+    Eof,
+    /// The socket failed.
+    #[error("reading request: {0}")]
+    Io(io::Error),
+}
+
+fn find_head_end(buf: &[u8]) -> Option<usize> {
+    buf.windows(4).position(|w| w == b"\r\n\r\n")
+}
+
+fn check_parses(head: &[u8]) -> Result<(), ReadHeadError> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    match req.parse(head) {
+        Ok(httparse::Status::Complete(_)) => Ok(()),
+        Ok(httparse::Status::Partial) => Err(ReadHeadError::Reject(Reject::Malformed(
+            "incomplete request head",
+        ))),
+        Err(httparse::Error::TooManyHeaders) => Err(ReadHeadError::Reject(Reject::TooManyHeaders)),
+        Err(httparse::Error::Version) => Err(ReadHeadError::Reject(Reject::Malformed(
+            "not an HTTP/1.x request",
+        ))),
+        Err(_) => Err(ReadHeadError::Reject(Reject::Malformed(
+            "invalid request line or header",
+        ))),
+    }
+}
+
+/// What a request that passed every check carries forward.
+#[derive(Debug)]
+pub struct Checked {
+    /// The client's `Sec-WebSocket-Key`, to verify the backend's accept.
+    pub key: HeaderValue,
+}
+
+/// Checks a routed request against the rows of the contract's handshake
+/// table that follow routing, in table order: the first failing row answers.
+pub fn check(req: &Request<hyper::body::Incoming>, route: &Route) -> Result<Checked, Reject> {
+    if req.method() != Method::GET {
+        return Err(Reject::NotGet);
+    }
+    if req.version() != Version::HTTP_11 {
+        return Err(Reject::Http10);
+    }
+    let headers = req.headers();
+    if !headers.contains_key(http::header::HOST) {
+        return Err(Reject::NoHost);
+    }
+    if !has_token(headers, http::header::UPGRADE, "websocket") {
+        return Err(Reject::NotWebSocket);
+    }
+    if !has_token(headers, http::header::CONNECTION, "upgrade") {
+        return Err(Reject::NoConnectionUpgrade);
+    }
+    let key = single(headers, http::header::SEC_WEBSOCKET_KEY).ok_or(Reject::BadKey)?;
+    if !valid_key(key.as_bytes()) {
+        return Err(Reject::BadKey);
+    }
+    match single(headers, http::header::SEC_WEBSOCKET_VERSION) {
+        Some(v) if v.as_bytes().trim_ascii() == b"13" => {}
+        _ => return Err(Reject::BadVersion),
+    }
+    if let (Some(allowed), Some(origin)) =
+        (&route.allowed_origins, headers.get(http::header::ORIGIN))
+    {
+        let origin = origin.as_bytes();
+        if !allowed
+            .iter()
+            .any(|a| a.as_bytes().eq_ignore_ascii_case(origin))
+        {
+            return Err(Reject::OriginNotAllowed);
+        }
+    }
+    Ok(Checked { key: key.clone() })
+}
+
+/// The one value of a header that must appear once; `None` when absent or
+/// repeated (RFC 6455 section 4.1 allows only one key and one version).
+fn single(headers: &HeaderMap, name: http::header::HeaderName) -> Option<&HeaderValue> {
+    let mut values = headers.get_all(name).iter();
+    let first = values.next()?;
+    values.next().is_none().then_some(first)
+}
+
+/// Whether a comma-list header (all its occurrences) holds `token`,
+/// compared case-insensitively (RFC 9110 section 7.6.1 and 7.8).
+pub fn has_token(headers: &HeaderMap, name: http::header::HeaderName, token: &str) -> bool {
+    headers.get_all(name).iter().any(|value| {
+        value
+            .as_bytes()
+            .split(|&b| b == b',')
+            .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
+    })
+}
+
+fn valid_key(key: &[u8]) -> bool {
+    let mut out = [0u8; 18];
+    matches!(
+        base64::engine::general_purpose::STANDARD.decode_slice(key.trim_ascii(), &mut out),
+        Ok(16)
+    )
+}
+
+/// `Sec-WebSocket-Accept` for a key (RFC 6455 section 4.2.2, item 5.4).
+pub fn accept_for(key: &[u8]) -> String {
+    let mut sha = Sha1::new();
+    sha.update(key.trim_ascii());
+    sha.update(ACCEPT_GUID);
+    base64::engine::general_purpose::STANDARD.encode(sha.finalize())
+}
+
+/// An IO that first yields bytes already read from it (the request head the
+/// proxy read itself, so that hyper parses the same bytes).
+#[derive(Debug)]
+pub struct Rewind<IO> {
+    prefix: Bytes,
+    inner: IO,
+}
+
+impl<IO> Rewind<IO> {
+    /// Wraps `inner`, replaying `prefix` before reading from it.
+    pub fn new(prefix: Bytes, inner: IO) -> Self {
+        Rewind { prefix, inner }
+    }
+
+    /// The bytes not yet replayed and the inner IO.
+    pub fn into_parts(self) -> (Bytes, IO) {
+        (self.prefix, self.inner)
+    }
+}
+
+impl<IO: AsyncRead + Unpin> AsyncRead for Rewind<IO> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if !self.prefix.is_empty() {
+            let n = self.prefix.len().min(buf.remaining());
+            buf.put_slice(&self.prefix[..n]);
+            self.prefix.advance(n);
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<IO: AsyncWrite + Unpin> AsyncWrite for Rewind<IO> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accept_matches_rfc_example() {
+        // RFC 6455 section 1.3.
+        assert_eq!(
+            accept_for(b"dGhlIHNhbXBsZSBub25jZQ=="),
+            "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+        );
+    }
+
+    #[test]
+    fn key_must_decode_to_16_bytes() {
+        assert!(valid_key(b"dGhlIHNhbXBsZSBub25jZQ=="));
+        assert!(!valid_key(b"dGhlIHNhbXBsZQ=="));
+        assert!(!valid_key(b"not base64!"));
+        assert!(!valid_key(b""));
+    }
+
+    #[test]
+    fn tokens_are_a_case_insensitive_comma_list() {
+        let mut h = HeaderMap::new();
+        h.append(
+            "connection",
+            HeaderValue::from_static("keep-alive, Upgrade"),
+        );
+        assert!(has_token(&h, http::header::CONNECTION, "upgrade"));
+        assert!(!has_token(&h, http::header::CONNECTION, "close"));
+        h.append("upgrade", HeaderValue::from_static("WebSocket"));
+        assert!(has_token(&h, http::header::UPGRADE, "websocket"));
+    }
+
+    #[tokio::test]
+    async fn head_end_found_across_reads_and_limit_enforced() {
+        let (mut client, mut server) = tokio::io::duplex(64);
+        let writer = tokio::spawn(async move {
+            use tokio::io::AsyncWriteExt;
+            for chunk in [&b"GET / HTTP/1.1\r\nHost: a\r"[..], b"\n\r", b"\nrest"] {
+                client.write_all(chunk).await.unwrap();
+                client.flush().await.unwrap();
+            }
+            client
+        });
+        let buf = read_head(&mut server, 1024, None).await.unwrap();
+        assert!(buf.starts_with(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"));
+        drop(writer.await.unwrap());
+
+        let mut input: &[u8] = b"GET / HTTP/1.1\r\nX: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n\r\n";
+        match read_head(&mut input, 20, None).await {
+            Err(ReadHeadError::Reject(Reject::HeadTooLarge)) => {}
+            other => panic!("expected 431, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn every_rejection_has_a_short_reason() {
+        let r = Reject::NotWebSocket.raw_response();
+        let text = String::from_utf8(r).unwrap();
+        assert!(text.starts_with("HTTP/1.1 426 Upgrade Required\r\n"));
+        assert!(text.contains("upgrade: websocket\r\n"));
+    }
+}
