@@ -1,1 +1,227 @@
-//! Serde types mirroring the TOML file.
+//! Serde types mirroring the TOML file, key for key.
+//!
+//! Nothing here is checked beyond TOML syntax, unknown keys and value types:
+//! `validate` does the rest so that it can report every problem at once.
+//! That is why keys the contract calls required are `Option` here (a missing
+//! one is one problem among others, not the end of parsing), why the
+//! algorithm names are plain strings, and why values a problem can point at
+//! are `Spanned` (the span gives the problem its line).
+
+use std::fmt;
+
+use serde::de::{self, Deserializer, Visitor};
+use serde::Deserialize;
+use toml::Spanned;
+
+/// The whole file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct File {
+    /// `[admin]`.
+    pub admin: Option<Spanned<Admin>>,
+    /// `[defaults]`.
+    pub defaults: Option<Spanned<Defaults>>,
+    /// `[[listener]]` tables.
+    #[serde(default)]
+    pub listener: Vec<Spanned<Listener>>,
+    /// `[[route]]` tables.
+    #[serde(default)]
+    pub route: Vec<Spanned<Route>>,
+    /// `[[pool]]` tables.
+    #[serde(default)]
+    pub pool: Vec<Spanned<Pool>>,
+}
+
+/// `[admin]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Admin {
+    /// Socket address, required.
+    pub bind: Option<Spanned<String>>,
+}
+
+/// `[defaults]`: the six route keys plus the two global timeouts.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Defaults {
+    /// Bytes.
+    pub max_message_bytes: Option<Spanned<i64>>,
+    /// Bytes.
+    pub max_frame_bytes: Option<Spanned<i64>>,
+    /// Duration.
+    pub idle_timeout: Option<Spanned<RawDuration>>,
+    /// Duration; global only.
+    pub handshake_timeout: Option<Spanned<RawDuration>>,
+    /// Duration.
+    pub connect_timeout: Option<Spanned<RawDuration>>,
+    /// Duration.
+    pub ping_interval: Option<Spanned<RawDuration>>,
+    /// Duration.
+    pub ping_timeout: Option<Spanned<RawDuration>>,
+    /// Duration; global only.
+    pub drain_timeout: Option<Spanned<RawDuration>>,
+}
+
+/// `[[listener]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Listener {
+    /// Required, unique.
+    pub name: Option<Spanned<String>>,
+    /// Socket address, required.
+    pub bind: Option<Spanned<String>>,
+    /// Bytes.
+    pub max_header_bytes: Option<Spanned<i64>>,
+    /// Absent for plain ws://.
+    pub tls: Option<Spanned<Tls>>,
+}
+
+/// A listener's `tls` table.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tls {
+    /// PEM certificate chain path, required.
+    pub cert: Option<Spanned<String>>,
+    /// PEM private key path, required.
+    pub key: Option<Spanned<String>>,
+    /// Certificates chosen by SNI.
+    #[serde(default)]
+    pub sni: Vec<Spanned<Sni>>,
+}
+
+/// One entry of `tls.sni`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Sni {
+    /// DNS names, required, at least one.
+    pub server_names: Option<Spanned<Vec<Spanned<String>>>>,
+    /// PEM certificate chain path, required.
+    pub cert: Option<Spanned<String>>,
+    /// PEM private key path, required.
+    pub key: Option<Spanned<String>>,
+}
+
+/// `[[route]]`: its own keys plus the overridable `[defaults]` keys.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Route {
+    /// Listener name.
+    pub listener: Option<Spanned<String>>,
+    /// Exact host or `*.suffix`.
+    pub host: Option<Spanned<String>>,
+    /// Starts with `/`.
+    pub path_prefix: Option<Spanned<String>>,
+    /// Pool name, required.
+    pub pool: Option<Spanned<String>>,
+    /// Accepted `Origin` values.
+    pub allowed_origins: Option<Spanned<Vec<Spanned<String>>>>,
+    /// Bytes.
+    pub max_message_bytes: Option<Spanned<i64>>,
+    /// Bytes.
+    pub max_frame_bytes: Option<Spanned<i64>>,
+    /// Duration.
+    pub idle_timeout: Option<Spanned<RawDuration>>,
+    /// Duration.
+    pub connect_timeout: Option<Spanned<RawDuration>>,
+    /// Duration.
+    pub ping_interval: Option<Spanned<RawDuration>>,
+    /// Duration.
+    pub ping_timeout: Option<Spanned<RawDuration>>,
+}
+
+/// `[[pool]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Pool {
+    /// Required, unique.
+    pub name: Option<Spanned<String>>,
+    /// `least_connections` or `sticky`.
+    pub balance: Option<Spanned<String>>,
+    /// Required with `balance = "sticky"`, refused otherwise.
+    pub sticky: Option<Spanned<Sticky>>,
+    /// Above 1.0, sticky pools only.
+    pub hash_balance_factor: Option<Spanned<f64>>,
+    /// Active checks.
+    pub health_check: Option<Spanned<HealthCheck>>,
+    /// Required, at least one.
+    pub backends: Option<Spanned<Vec<Spanned<Backend>>>>,
+}
+
+/// A pool's `sticky` table.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Sticky {
+    /// `cookie`, `header`, `query` or `client_ip`; required.
+    pub source: Option<Spanned<String>>,
+    /// Cookie, header or parameter name.
+    pub name: Option<Spanned<String>>,
+}
+
+/// A pool's `health_check` table.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheck {
+    /// `tcp` or `websocket`; required.
+    pub kind: Option<Spanned<String>>,
+    /// Duration.
+    pub interval: Option<Spanned<RawDuration>>,
+    /// Duration.
+    pub timeout: Option<Spanned<RawDuration>>,
+    /// Request path, `websocket` only.
+    pub path: Option<Spanned<String>>,
+}
+
+/// One entry of a pool's `backends`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Backend {
+    /// Socket address, required.
+    pub addr: Option<Spanned<String>>,
+    /// Relative share.
+    pub weight: Option<Spanned<i64>>,
+    /// Connection cap.
+    pub max_connections: Option<Spanned<i64>>,
+}
+
+/// A duration as written: text to parse later, or a bare number, which is
+/// kept so that validation can say "add a unit" among the other problems
+/// instead of failing the whole parse on a type error.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RawDuration {
+    /// `"30s"`, not parsed yet.
+    Text(String),
+    /// `30` or `0.5`, as the user wrote it.
+    Bare(String),
+}
+
+impl<'de> Deserialize<'de> for RawDuration {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(RawDurationVisitor)
+    }
+}
+
+struct RawDurationVisitor;
+
+impl Visitor<'_> for RawDurationVisitor {
+    type Value = RawDuration;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a duration with a unit, such as \"250ms\", \"30s\" or \"5m\"")
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<RawDuration, E> {
+        Ok(RawDuration::Text(v.to_string()))
+    }
+
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<RawDuration, E> {
+        Ok(RawDuration::Bare(v.to_string()))
+    }
+
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<RawDuration, E> {
+        Ok(RawDuration::Bare(v.to_string()))
+    }
+
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<RawDuration, E> {
+        Ok(RawDuration::Bare(v.to_string()))
+    }
+}
