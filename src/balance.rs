@@ -1,0 +1,1087 @@
+//! Backend choice: live backend state and the two balancing algorithms.
+//!
+//! [`BackendState`] is the live side of a backend (connections, health,
+//! draining). It is shared through an `Arc` and outlives configuration
+//! snapshots: a reload keeps the state of every backend whose pool name and
+//! address it keeps. [`PoolBalancer`] is built per snapshot from a
+//! [`config::Pool`] and those states, and answers one question per
+//! handshake: which backends to try, in which order. Nothing here is async;
+//! decisions take `now` from the caller, so tests can move time at will.
+//!
+//! Contract, "Balancing": `least_connections` picks the fewest active
+//! connections per unit of weight; `sticky` maps an affinity key to a backend
+//! by consistent hashing that every instance computes alike; a refused
+//! connect marks a backend down; `max_connections` is a hard cap, and
+//! handshakes in flight count.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::config::{self, Balance, StickySource};
+
+/// How long a backend that failed a connect stays down in a pool without a
+/// health check (contract, "Balancing").
+pub const PASSIVE_DOWN: Duration = Duration::from_secs(10);
+
+/// Fixed SipHash keys. They must never change: the backend id, the cookie
+/// token and the placement of every key derive from them, and all must agree
+/// across instances, builds and reloads. One pair per use keeps the uses
+/// independent of each other.
+const ID_KEYS: (u64, u64) = (
+    u64::from_le_bytes(*b"wsgate:b"),
+    u64::from_le_bytes(*b"ackendid"),
+);
+const TOKEN_KEYS: (u64, u64) = (
+    u64::from_le_bytes(*b"wsgate:c"),
+    u64::from_le_bytes(*b"ookie-id"),
+);
+const KEY_KEYS: (u64, u64) = (
+    u64::from_le_bytes(*b"wsgate:a"),
+    u64::from_le_bytes(*b"ffinity!"),
+);
+const RANK_KEYS: (u64, u64) = (
+    u64::from_le_bytes(*b"wsgate:r"),
+    u64::from_le_bytes(*b"endezvou"),
+);
+
+/// `down_until` value meaning "until a health check passes".
+const UNTIL_CHECK: u64 = u64::MAX;
+
+/// The stable identity of a backend: SipHash-2-4 with fixed keys over the
+/// address's bytes (IP, port and, for IPv6, the scope id).
+///
+/// It is the same on every instance, build and reload, which is what lets
+/// independent instances place sticky keys identically and lets a cookie
+/// survive a restart. std's `DefaultHasher` promises none of that.
+pub fn backend_id(addr: &SocketAddr) -> u64 {
+    let mut buf = [0u8; 1 + 16 + 2 + 4];
+    let len = match addr {
+        SocketAddr::V4(a) => {
+            buf[0] = 4;
+            buf[1..5].copy_from_slice(&a.ip().octets());
+            buf[5..7].copy_from_slice(&a.port().to_be_bytes());
+            7
+        }
+        SocketAddr::V6(a) => {
+            buf[0] = 6;
+            buf[1..17].copy_from_slice(&a.ip().octets());
+            buf[17..19].copy_from_slice(&a.port().to_be_bytes());
+            buf[19..23].copy_from_slice(&a.scope_id().to_be_bytes());
+            23
+        }
+    };
+    siphash24(ID_KEYS, &buf[..len])
+}
+
+/// The sticky cookie's value for the backend with this id: 16 lower-case
+/// hex digits of a keyed hash of the id.
+///
+/// It names the backend without revealing its address, and, like the id, is
+/// the same everywhere. [`PoolBalancer::backend_for_token`] maps it back.
+pub fn cookie_value(id: u64) -> String {
+    format!("{:016x}", token_hash(id))
+}
+
+fn token_hash(id: u64) -> u64 {
+    siphash24(TOKEN_KEYS, &id.to_le_bytes())
+}
+
+/// Parses exactly what [`cookie_value`] produces; anything else (other
+/// lengths, upper case, signs) is not a token.
+fn parse_token(token: &[u8]) -> Option<u64> {
+    if token.len() != 16 {
+        return None;
+    }
+    token.iter().try_fold(0u64, |acc, &b| {
+        let digit = match b {
+            b'0'..=b'9' => b - b'0',
+            b'a'..=b'f' => b - b'a' + 10,
+            _ => return None,
+        };
+        Some((acc << 4) | u64::from(digit))
+    })
+}
+
+/// The live state of one backend of one pool.
+///
+/// Shared as `Arc<BackendState>` between the snapshots that list the backend,
+/// the health checker and every [`Lease`] on it.
+#[derive(Debug)]
+pub struct BackendState {
+    addr: SocketAddr,
+    id: u64,
+    /// Origin of `down_until`, so that an instant fits in an atomic.
+    epoch: Instant,
+    /// Connections, handshakes in flight included; changed only by leases.
+    active: AtomicU32,
+    /// Nanoseconds after `epoch` until which the backend is down: 0 while
+    /// up, [`UNTIL_CHECK`] until a health check passes. Up/down and "until
+    /// when" share one word so a reader never sees one without the other.
+    down_until: AtomicU64,
+    draining: AtomicBool,
+}
+
+impl BackendState {
+    /// A backend that is up, not draining and has no connections.
+    pub fn new(addr: SocketAddr) -> BackendState {
+        BackendState {
+            addr,
+            id: backend_id(&addr),
+            epoch: Instant::now(),
+            active: AtomicU32::new(0),
+            down_until: AtomicU64::new(0),
+            draining: AtomicBool::new(false),
+        }
+    }
+
+    /// The address connections go to.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The stable id, [`backend_id`] of the address; the sticky cookie is
+    /// [`cookie_value`] of it.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// Open connections plus handshakes in flight.
+    pub fn active(&self) -> u32 {
+        self.active.load(Ordering::Relaxed)
+    }
+
+    /// Whether the backend may be tried at `now`: not marked down, or its
+    /// passive mark has expired. What `/status` reports as `up`.
+    pub fn is_up(&self, now: Instant) -> bool {
+        let until = self.down_until.load(Ordering::Relaxed);
+        until != UNTIL_CHECK && self.nanos(now) >= until
+    }
+
+    /// Whether the backend is draining (removed by a reload, or drained by
+    /// an operator): it keeps its connections but gets no new ones.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+
+    /// Starts or stops draining.
+    pub fn set_draining(&self, draining: bool) {
+        self.draining.store(draining, Ordering::Relaxed);
+    }
+
+    /// Marks the backend up, e.g. after a passing health check.
+    pub fn mark_up(&self) {
+        self.down_until.store(0, Ordering::Relaxed);
+    }
+
+    /// Marks the backend down until a health check passes ([`mark_up`]).
+    ///
+    /// [`mark_up`]: BackendState::mark_up
+    pub fn mark_down(&self) {
+        self.down_until.store(UNTIL_CHECK, Ordering::Relaxed);
+    }
+
+    /// Marks the backend down until `until`, after which it is eligible
+    /// again without anyone calling [`mark_up`](BackendState::mark_up).
+    pub fn mark_down_until(&self, until: Instant) {
+        // Saturating keeps "until" from turning into "until a check".
+        let nanos = self.nanos(until).min(UNTIL_CHECK - 1);
+        self.down_until.store(nanos, Ordering::Relaxed);
+    }
+
+    /// Lifts a "until a health check passes" mark, leaving a timed one.
+    fn clear_check_mark(&self) {
+        let _ =
+            self.down_until
+                .compare_exchange(UNTIL_CHECK, 0, Ordering::Relaxed, Ordering::Relaxed);
+    }
+
+    fn nanos(&self, t: Instant) -> u64 {
+        let since = t.saturating_duration_since(self.epoch).as_nanos();
+        u64::try_from(since).unwrap_or(u64::MAX)
+    }
+
+    /// Takes a connection slot unless that would pass `max` (compare and
+    /// swap, so concurrent handshakes can never overshoot the cap).
+    fn try_lease(self: &Arc<Self>, max: Option<u32>) -> Option<Lease> {
+        let max = max.unwrap_or(u32::MAX);
+        // Relaxed: the counter publishes no other memory; the CAS alone
+        // makes the check and the increment one step.
+        self.active
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .ok()?;
+        Some(Lease {
+            backend: Arc::clone(self),
+        })
+    }
+}
+
+/// One connection slot on one backend, held from before the backend connect
+/// until the relay ends; dropping it frees the slot.
+///
+/// Deliberately not `Clone`: each slot is counted exactly once.
+#[derive(Debug)]
+pub struct Lease {
+    backend: Arc<BackendState>,
+}
+
+impl Lease {
+    /// The backend this slot is on.
+    pub fn backend(&self) -> &Arc<BackendState> {
+        &self.backend
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        self.backend.active.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// One pool of one snapshot: its algorithm, its backends' weights and caps,
+/// and their live states.
+#[derive(Debug)]
+pub struct PoolBalancer {
+    balance: Balance,
+    /// The sticky key is our own cookie token rather than client data.
+    cookie_key: bool,
+    /// `hash_balance_factor` in millionths, so bounds are exact integers.
+    factor_millionths: Option<u64>,
+    health_checked: bool,
+    members: Vec<Member>,
+    /// `(token_hash(id), index)`, sorted, for cookie look-ups.
+    tokens: Vec<(u64, usize)>,
+    /// Rotates least-connections ties so that a burst spreads evenly.
+    rotation: AtomicUsize,
+}
+
+#[derive(Debug)]
+struct Member {
+    state: Arc<BackendState>,
+    weight: u32,
+    max_connections: Option<u32>,
+}
+
+/// A backend being ranked, with its load read once: sorting on live atomics
+/// could see values change mid-sort.
+struct Candidate {
+    idx: usize,
+    id: u64,
+    active: u32,
+    weight: u32,
+    score: f64,
+}
+
+/// What a sticky key contributes to ranking.
+struct Affinity {
+    hash: u64,
+    /// The backend a valid cookie names.
+    preferred: Option<usize>,
+}
+
+impl PoolBalancer {
+    /// Builds the balancer for `pool`; `states[i]` is the live state of
+    /// `pool.backends[i]`.
+    ///
+    /// When the pool has no health check, a backend still marked "down until
+    /// a check passes" by an earlier snapshot is marked up: nothing would
+    /// ever lift that mark now, and if the backend is still down its next
+    /// failed connect marks it down again, for [`PASSIVE_DOWN`].
+    ///
+    /// # Panics
+    ///
+    /// If `states` does not pair up with `pool.backends` by address: that is
+    /// a bug in the caller, and balancing on the wrong states would
+    /// silently break caps and health.
+    pub fn new(pool: &config::Pool, states: Vec<Arc<BackendState>>) -> PoolBalancer {
+        assert_eq!(pool.backends.len(), states.len(), "one state per backend");
+        let members: Vec<Member> = pool
+            .backends
+            .iter()
+            .zip(states)
+            .map(|(backend, state)| {
+                assert_eq!(backend.addr, state.addr(), "state of another backend");
+                if pool.health_check.is_none() {
+                    state.clear_check_mark();
+                }
+                Member {
+                    state,
+                    // Validation says at least 1; a 0 would make a loaded
+                    // backend look idle to least connections.
+                    weight: backend.weight.max(1),
+                    max_connections: backend.max_connections,
+                }
+            })
+            .collect();
+        let mut tokens: Vec<(u64, usize)> = members
+            .iter()
+            .enumerate()
+            .map(|(i, m)| (token_hash(m.state.id()), i))
+            .collect();
+        tokens.sort_unstable();
+        PoolBalancer {
+            balance: pool.balance,
+            cookie_key: pool
+                .sticky
+                .as_ref()
+                .is_some_and(|s| s.source == StickySource::Cookie),
+            // Below 1.0 the bounds could exclude every backend; validation
+            // demands more than 1.0, the clamp keeps the promise regardless.
+            factor_millionths: pool
+                .hash_balance_factor
+                .map(|f| ((f * 1_000_000.0).round() as u64).max(1_000_000)),
+            health_checked: pool.health_check.is_some(),
+            members,
+            tokens,
+            rotation: AtomicUsize::new(0),
+        }
+    }
+
+    /// Number of backends, eligible or not.
+    pub fn len(&self) -> usize {
+        self.members.len()
+    }
+
+    /// Whether the pool has no backends (validation never lets that happen).
+    pub fn is_empty(&self) -> bool {
+        self.members.is_empty()
+    }
+
+    /// The live state of backend `idx`, for its address and cookie.
+    pub fn backend(&self, idx: usize) -> Option<&Arc<BackendState>> {
+        self.members.get(idx).map(|m| &m.state)
+    }
+
+    /// The backend a sticky cookie value names, if it names one of this
+    /// pool's backends. The 101 sets the cookie only when this is `None`
+    /// (contract: "only when the request carried no valid one").
+    pub fn backend_for_token(&self, token: &[u8]) -> Option<usize> {
+        let hash = parse_token(token)?;
+        let at = self.tokens.partition_point(|&(h, _)| h < hash);
+        match self.tokens.get(at) {
+            Some(&(h, idx)) if h == hash => Some(idx),
+            _ => None,
+        }
+    }
+
+    /// The eligible backends, best first; the caller leases them in this
+    /// order, moving on when a lease is refused or a connect fails. Empty
+    /// means none is eligible (503).
+    ///
+    /// Eligible: up (or its passive mark expired by `now`), not draining,
+    /// under its `max_connections`. `key` is the sticky pool's affinity key
+    /// (for `source = "cookie"`, the cookie's value); it is ignored by
+    /// `least_connections`, and a missing, empty or (for cookies) unknown key
+    /// falls back to least-connections order. With `hash_balance_factor`,
+    /// backends over their bound are left out of a keyed order.
+    ///
+    /// Returns a `Vec`: one small allocation per handshake, next to a TCP
+    /// connect, buys freedom from any cap on pool size.
+    pub fn candidates(&self, key: Option<&[u8]>, now: Instant) -> Vec<usize> {
+        let mut list: Vec<Candidate> = self
+            .members
+            .iter()
+            .enumerate()
+            .filter_map(|(idx, m)| {
+                let active = m.state.active();
+                let eligible = m.state.is_up(now)
+                    && !m.state.is_draining()
+                    && m.max_connections.is_none_or(|max| active < max);
+                eligible.then_some(Candidate {
+                    idx,
+                    id: m.state.id(),
+                    active,
+                    weight: m.weight,
+                    score: 0.0,
+                })
+            })
+            .collect();
+        let affinity = match self.balance {
+            Balance::LeastConnections => None,
+            Balance::Sticky => key.and_then(|k| self.affinity(k)),
+        };
+        match affinity {
+            Some(affinity) => self.rank_sticky(&mut list, &affinity),
+            None => self.rank_least_connections(&mut list),
+        }
+        list.into_iter().map(|c| c.idx).collect()
+    }
+
+    /// Takes a connection slot on backend `idx`, or `None` when it is at its
+    /// `max_connections` (another handshake got there first) or `idx` is
+    /// not a backend of this pool.
+    pub fn lease(&self, idx: usize) -> Option<Lease> {
+        let m = self.members.get(idx)?;
+        m.state.try_lease(m.max_connections)
+    }
+
+    /// Passive health: backend `idx` refused or timed out a connect at
+    /// `now`. It stays down until a health check passes, or for
+    /// [`PASSIVE_DOWN`] in a pool without health checks.
+    pub fn mark_failed(&self, idx: usize, now: Instant) {
+        if let Some(m) = self.members.get(idx) {
+            if self.health_checked {
+                m.state.mark_down();
+            } else {
+                m.state.mark_down_until(now + PASSIVE_DOWN);
+            }
+        }
+    }
+
+    /// Marks backend `idx` up (its health check passed).
+    pub fn mark_up(&self, idx: usize) {
+        if let Some(m) = self.members.get(idx) {
+            m.state.mark_up();
+        }
+    }
+
+    /// Starts or stops draining backend `idx`.
+    pub fn set_draining(&self, idx: usize, draining: bool) {
+        if let Some(m) = self.members.get(idx) {
+            m.state.set_draining(draining);
+        }
+    }
+
+    fn affinity(&self, key: &[u8]) -> Option<Affinity> {
+        // An empty header or parameter is no key: hashing it would send
+        // every such client to one backend.
+        if key.is_empty() {
+            return None;
+        }
+        let preferred = if self.cookie_key {
+            // A forged or stale token is treated as no key at all, so the
+            // client is balanced and handed a valid cookie.
+            Some(self.backend_for_token(key)?)
+        } else {
+            None
+        };
+        Some(Affinity {
+            hash: siphash24(KEY_KEYS, key),
+            preferred,
+        })
+    }
+
+    /// Fewest `active / weight` first, compared as `a1 * w2` against
+    /// `a2 * w1` so no float rounding decides. Ties go to the backend after
+    /// a counter that advances on every pick, so simultaneous picks that see
+    /// the same counts still start at different backends.
+    fn rank_least_connections(&self, list: &mut [Candidate]) {
+        let n = self.members.len().max(1);
+        let start = self.rotation.fetch_add(1, Ordering::Relaxed) % n;
+        let turn = |idx: usize| (idx + n - start) % n;
+        list.sort_unstable_by(|a, b| {
+            let load_a = u64::from(a.active) * u64::from(b.weight);
+            let load_b = u64::from(b.active) * u64::from(a.weight);
+            load_a.cmp(&load_b).then(turn(a.idx).cmp(&turn(b.idx)))
+        });
+    }
+
+    /// Weighted rendezvous (highest random weight) hashing.
+    ///
+    /// Each backend scores `-weight / ln(u)`, with `u` in (0, 1) a hash of
+    /// the key and the backend's id; the highest score wins, and the full
+    /// ranking is the retry order. `-ln(u) / weight` is exponentially
+    /// distributed with rate `weight`, so the smallest of them (the highest
+    /// score) falls on a backend with probability exactly `weight / total`.
+    /// A key moves only when its winner leaves, or when a newcomer outscores
+    /// it: about `weight / total` of the keys either way. Chosen over a hash
+    /// ring because weights are exact without virtual nodes and the retry
+    /// order comes for free; over jump hashing because backends are named
+    /// by address, not numbered, and carry weights. The cost, one hash and
+    /// one logarithm per backend per handshake, is small at pool sizes.
+    /// Scores depend only on the key, ids and weights, never on file order;
+    /// exact ties (practically impossible) go to the lower id. `ln` may
+    /// differ in its last bit between C libraries; that could only reorder
+    /// two scores within 2^-52 of each other, which no realistic key meets.
+    /// The bounded
+    /// load check comes last and also applies to a cookie's backend: an
+    /// operator who set a factor prefers balance to stickiness.
+    fn rank_sticky(&self, list: &mut Vec<Candidate>, affinity: &Affinity) {
+        for c in list.iter_mut() {
+            let mut buf = [0u8; 16];
+            buf[..8].copy_from_slice(&affinity.hash.to_le_bytes());
+            buf[8..].copy_from_slice(&c.id.to_le_bytes());
+            let h = siphash24(RANK_KEYS, &buf);
+            // The top 53 bits, centred in their interval: never 0 or 1.
+            let u = ((h >> 11) as f64 + 0.5) / (1u64 << 53) as f64;
+            c.score = -f64::from(c.weight) / u.ln();
+        }
+        list.sort_unstable_by(|a, b| b.score.total_cmp(&a.score).then(a.id.cmp(&b.id)));
+        if let Some(pos) = affinity
+            .preferred
+            .and_then(|p| list.iter().position(|c| c.idx == p))
+        {
+            list[..=pos].rotate_right(1);
+        }
+        if let Some(factor) = self.factor_millionths {
+            let total_active: u64 = list.iter().map(|c| u64::from(c.active)).sum();
+            let total_weight: u64 = list.iter().map(|c| u64::from(c.weight)).sum();
+            list.retain(|c| {
+                u64::from(c.active) < load_bound(factor, total_active, c.weight, total_weight)
+            });
+        }
+    }
+}
+
+/// Consistent hashing with bounded loads: the most connections a backend may
+/// hold after taking one more, `ceil(factor * (total + 1) * weight /
+/// total_weight)` with `factor` in millionths. A backend whose
+/// `active + 1` would pass this is skipped, so none ever exceeds the factor
+/// times its fair share; at least one backend is always under it, because
+/// the bounds add up to at least `total + 1`. Integer arithmetic so that,
+/// say, 1.1 × 10 is 11 and not 12 after rounding up a float error.
+fn load_bound(factor_millionths: u64, total_active: u64, weight: u32, total_weight: u64) -> u64 {
+    let num = u128::from(factor_millionths) * u128::from(total_active + 1) * u128::from(weight);
+    let den = 1_000_000 * u128::from(total_weight.max(1));
+    u64::try_from(num.div_ceil(den)).unwrap_or(u64::MAX)
+}
+
+/// SipHash-2-4 (Aumasson and Bernstein, "SipHash: a fast short-input PRF",
+/// 2012) with the key `(k0, k1)`. Written out here because its output must
+/// never change with a dependency or toolchain upgrade.
+fn siphash24((k0, k1): (u64, u64), data: &[u8]) -> u64 {
+    let mut v = [
+        k0 ^ 0x736f_6d65_7073_6575,
+        k1 ^ 0x646f_7261_6e64_6f6d,
+        k0 ^ 0x6c79_6765_6e65_7261,
+        k1 ^ 0x7465_6462_7974_6573,
+    ];
+    let mut words = data.chunks_exact(8);
+    for word in &mut words {
+        let mut m = [0u8; 8];
+        m.copy_from_slice(word);
+        sip_compress(&mut v, u64::from_le_bytes(m));
+    }
+    // The last word: remaining bytes, with the length's low byte on top.
+    let mut last = [0u8; 8];
+    let rest = words.remainder();
+    last[..rest.len()].copy_from_slice(rest);
+    last[7] = data.len() as u8;
+    sip_compress(&mut v, u64::from_le_bytes(last));
+    v[2] ^= 0xff;
+    for _ in 0..4 {
+        sip_round(&mut v);
+    }
+    v[0] ^ v[1] ^ v[2] ^ v[3]
+}
+
+/// Absorbs one message word with two rounds (the "2" of SipHash-2-4).
+fn sip_compress(v: &mut [u64; 4], m: u64) {
+    v[3] ^= m;
+    sip_round(v);
+    sip_round(v);
+    v[0] ^= m;
+}
+
+fn sip_round(v: &mut [u64; 4]) {
+    v[0] = v[0].wrapping_add(v[1]);
+    v[1] = v[1].rotate_left(13) ^ v[0];
+    v[0] = v[0].rotate_left(32);
+    v[2] = v[2].wrapping_add(v[3]);
+    v[3] = v[3].rotate_left(16) ^ v[2];
+    v[0] = v[0].wrapping_add(v[3]);
+    v[3] = v[3].rotate_left(21) ^ v[0];
+    v[2] = v[2].wrapping_add(v[1]);
+    v[1] = v[1].rotate_left(17) ^ v[2];
+    v[2] = v[2].rotate_left(32);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Backend, HealthCheck, HealthCheckKind, Pool, Sticky};
+    use std::collections::HashMap;
+
+    fn addr(i: usize) -> SocketAddr {
+        SocketAddr::from(([10, 0, (i / 250) as u8, (i % 250) as u8 + 1], 9000))
+    }
+
+    fn pool(balance: Balance, source: Option<StickySource>, weights: &[u32]) -> Pool {
+        Pool {
+            name: "p".to_string(),
+            balance,
+            sticky: source.map(|source| Sticky {
+                source,
+                name: "k".to_string(),
+            }),
+            hash_balance_factor: None,
+            health_check: None,
+            backends: weights
+                .iter()
+                .enumerate()
+                .map(|(i, &weight)| Backend {
+                    addr: addr(i),
+                    weight,
+                    max_connections: None,
+                })
+                .collect(),
+        }
+    }
+
+    fn least(weights: &[u32]) -> Pool {
+        pool(Balance::LeastConnections, None, weights)
+    }
+
+    fn sticky(weights: &[u32]) -> Pool {
+        pool(Balance::Sticky, Some(StickySource::Header), weights)
+    }
+
+    fn build(pool: &Pool) -> PoolBalancer {
+        let states = pool
+            .backends
+            .iter()
+            .map(|b| Arc::new(BackendState::new(b.addr)))
+            .collect();
+        PoolBalancer::new(pool, states)
+    }
+
+    fn key(i: usize) -> Vec<u8> {
+        format!("user-{i}").into_bytes()
+    }
+
+    /// The address a key is placed on when nothing is leased.
+    fn placement(b: &PoolBalancer, keys: usize, now: Instant) -> Vec<SocketAddr> {
+        (0..keys)
+            .map(|i| {
+                let first = b.candidates(Some(&key(i)), now)[0];
+                b.backend(first).expect("ranked").addr()
+            })
+            .collect()
+    }
+
+    /// Picks `n` times, leasing each first candidate and keeping the lease.
+    fn pick_and_hold(b: &PoolBalancer, n: usize, now: Instant) -> Vec<Lease> {
+        (0..n)
+            .map(|_| {
+                let first = b.candidates(None, now)[0];
+                b.lease(first).expect("no cap")
+            })
+            .collect()
+    }
+
+    fn actives(b: &PoolBalancer) -> Vec<u32> {
+        (0..b.len())
+            .map(|i| b.backend(i).map_or(0, |s| s.active()))
+            .collect()
+    }
+
+    #[test]
+    fn siphash_matches_the_reference_vectors() {
+        // Appendix A of the SipHash paper: key 00..0f, messages 00..(n-1).
+        let key = (0x0706_0504_0302_0100, 0x0f0e_0d0c_0b0a_0908);
+        let msg: Vec<u8> = (0..64).collect();
+        assert_eq!(siphash24(key, &msg[..0]), 0x726f_db47_dd0e_0e31);
+        assert_eq!(siphash24(key, &msg[..15]), 0xa129_ca61_49be_45e5);
+        // And std's own (deprecated) SipHash-2-4 for every length to 64.
+        #[allow(deprecated)]
+        for len in 0..=64 {
+            use std::hash::Hasher;
+            let mut std_sip = std::hash::SipHasher::new_with_keys(key.0, key.1);
+            std_sip.write(&msg[..len]);
+            assert_eq!(siphash24(key, &msg[..len]), std_sip.finish(), "len {len}");
+        }
+    }
+
+    #[test]
+    fn backend_id_and_cookie_are_pinned() {
+        // Changing these values breaks every sticky cookie in the field and
+        // makes mixed versions place keys differently.
+        let a: SocketAddr = "127.0.0.1:9001".parse().expect("address");
+        assert_eq!(backend_id(&a), 0x12a8_3435_40fe_e724);
+        assert_eq!(cookie_value(backend_id(&a)), "00d761d421050b6f");
+    }
+
+    #[test]
+    fn placement_is_pinned() {
+        // The same guarantee for keys: an upgrade must not reshuffle them.
+        let b = build(&sticky(&[1, 2, 3, 1, 1]));
+        let order = b.candidates(Some(b"user-1"), Instant::now());
+        assert_eq!(order, [2, 1, 4, 3, 0]);
+    }
+
+    #[test]
+    fn backend_id_depends_on_ip_port_and_scope() {
+        let ids: Vec<u64> = [
+            "127.0.0.1:9001",
+            "127.0.0.1:9002",
+            "127.0.0.2:9001",
+            "[::1]:9001",
+            "[::ffff:127.0.0.1]:9001",
+            "[fe80::1%1]:9001",
+            "[fe80::1%2]:9001",
+        ]
+        .iter()
+        .map(|s| backend_id(&s.parse().expect("address")))
+        .collect();
+        for (i, a) in ids.iter().enumerate() {
+            for b in &ids[i + 1..] {
+                assert_ne!(a, b);
+            }
+        }
+    }
+
+    #[test]
+    fn cookie_token_hides_the_address_and_maps_back() {
+        let b = build(&pool(Balance::Sticky, Some(StickySource::Cookie), &[1; 5]));
+        for idx in 0..b.len() {
+            let state = b.backend(idx).map(Arc::clone).expect("backend");
+            let token = cookie_value(state.id());
+            assert_eq!(token.len(), 16);
+            assert!(token.bytes().all(|c| c.is_ascii_hexdigit()));
+            assert!(!token.contains("0a00"), "no address bytes: {token}");
+            assert_ne!(token, format!("{:016x}", state.id()));
+            assert_eq!(b.backend_for_token(token.as_bytes()), Some(idx));
+            assert_eq!(b.backend_for_token(token.to_uppercase().as_bytes()), None);
+            assert_eq!(b.backend_for_token(&token.as_bytes()[1..]), None);
+        }
+        assert_eq!(b.backend_for_token(b"0123456789abcdef"), None);
+        assert_eq!(b.backend_for_token(b"+123456789abcdef"), None);
+        assert_eq!(b.backend_for_token(b""), None);
+        let elsewhere = cookie_value(backend_id(&addr(77)));
+        assert_eq!(b.backend_for_token(elsewhere.as_bytes()), None);
+    }
+
+    #[test]
+    fn least_connections_30_picks_over_3_equal_backends_is_10_each() {
+        let b = build(&least(&[1, 1, 1]));
+        let _held = pick_and_hold(&b, 30, Instant::now());
+        assert_eq!(actives(&b), [10, 10, 10]);
+    }
+
+    #[test]
+    fn least_connections_weights_1_2_get_10_and_20() {
+        let b = build(&least(&[1, 2]));
+        let _held = pick_and_hold(&b, 30, Instant::now());
+        assert_eq!(actives(&b), [10, 20]);
+    }
+
+    #[test]
+    fn least_connections_1000_picks_over_4_is_250_each() {
+        let b = build(&least(&[3, 3, 3, 3]));
+        let _held = pick_and_hold(&b, 1000, Instant::now());
+        assert_eq!(actives(&b), [250; 4]);
+    }
+
+    #[test]
+    fn simultaneous_picks_start_at_different_backends() {
+        // Picks that all rank before any of them leases see equal counts.
+        let b = build(&least(&[1, 1, 1]));
+        let now = Instant::now();
+        let mut firsts: Vec<usize> = (0..3).map(|_| b.candidates(None, now)[0]).collect();
+        firsts.sort_unstable();
+        assert_eq!(firsts, [0, 1, 2]);
+    }
+
+    #[test]
+    fn least_connections_ranks_every_backend_by_load_per_weight() {
+        let b = build(&least(&[1, 2, 4]));
+        let now = Instant::now();
+        let _l: Vec<Lease> = [0, 1, 1, 1, 2, 2, 2, 2, 2, 2]
+            .iter()
+            .filter_map(|&i| b.lease(i))
+            .collect();
+        // Loads 1/1, 3/2, 6/4: idx 0 first, then 1 and 2 tied at 1.5.
+        let order = b.candidates(None, now);
+        assert_eq!(order[0], 0);
+        assert_eq!(order.len(), 3);
+    }
+
+    #[test]
+    fn lease_counts_until_dropped() {
+        let b = build(&least(&[1]));
+        let first = b.lease(0).expect("lease");
+        let second = b.lease(0).expect("lease");
+        assert_eq!(actives(&b), [2]);
+        drop(first);
+        assert_eq!(actives(&b), [1]);
+        assert_eq!(second.backend().addr(), addr(0));
+        drop(second);
+        assert_eq!(actives(&b), [0]);
+        assert!(b.lease(7).is_none());
+    }
+
+    #[test]
+    fn backend_at_max_connections_is_neither_ranked_nor_leased() {
+        let mut p = least(&[1, 1]);
+        p.backends[0].max_connections = Some(2);
+        let b = build(&p);
+        let now = Instant::now();
+        let held: Vec<Lease> = (0..2).filter_map(|_| b.lease(0)).collect();
+        assert_eq!(held.len(), 2);
+        assert!(b.lease(0).is_none());
+        assert_eq!(b.candidates(None, now), [1]);
+        drop(held);
+        assert_eq!(b.candidates(None, now).len(), 2);
+    }
+
+    #[test]
+    fn failed_backend_without_health_check_returns_after_10s() {
+        let b = build(&least(&[1, 1]));
+        let t0 = Instant::now();
+        b.mark_failed(0, t0);
+        assert_eq!(b.candidates(None, t0), [1]);
+        assert_eq!(b.candidates(None, t0 + Duration::from_secs(9)), [1]);
+        assert_eq!(b.candidates(None, t0 + PASSIVE_DOWN).len(), 2);
+    }
+
+    #[test]
+    fn failed_backend_with_health_check_waits_for_mark_up() {
+        let mut p = least(&[1, 1]);
+        p.health_check = Some(HealthCheck {
+            kind: HealthCheckKind::Tcp,
+            interval: Duration::from_secs(5),
+            timeout: Duration::from_secs(2),
+        });
+        let b = build(&p);
+        let t0 = Instant::now();
+        b.mark_failed(1, t0);
+        assert_eq!(b.candidates(None, t0 + Duration::from_secs(3600)), [0]);
+        b.mark_up(1);
+        assert_eq!(b.candidates(None, t0).len(), 2);
+    }
+
+    #[test]
+    fn dropping_the_health_check_lifts_its_down_marks() {
+        let mut p = least(&[1, 1]);
+        let states: Vec<Arc<BackendState>> = p
+            .backends
+            .iter()
+            .map(|b| Arc::new(BackendState::new(b.addr)))
+            .collect();
+        let t0 = Instant::now();
+        states[0].mark_down();
+        states[1].mark_down_until(t0 + PASSIVE_DOWN);
+        p.health_check = None;
+        let b = PoolBalancer::new(&p, states);
+        assert_eq!(b.candidates(None, t0), [0]);
+        assert_eq!(b.candidates(None, t0 + PASSIVE_DOWN).len(), 2);
+    }
+
+    #[test]
+    fn draining_backend_gets_no_new_connections() {
+        let b = build(&sticky(&[1, 1]));
+        let now = Instant::now();
+        b.set_draining(0, true);
+        assert!(b.backend(0).is_some_and(|s| s.is_draining()));
+        for i in 0..50 {
+            assert_eq!(b.candidates(Some(&key(i)), now), [1]);
+        }
+        b.set_draining(0, false);
+        assert_eq!(b.candidates(None, now).len(), 2);
+    }
+
+    #[test]
+    fn no_eligible_backend_gives_an_empty_order() {
+        let b = build(&sticky(&[1, 1]));
+        let now = Instant::now();
+        b.mark_failed(0, now);
+        b.mark_failed(1, now);
+        assert!(b.candidates(Some(b"k"), now).is_empty());
+        assert!(b.candidates(None, now).is_empty());
+    }
+
+    #[test]
+    fn sticky_shares_follow_weights_within_5_percent() {
+        let weights = [1, 2, 3, 4, 10];
+        let b = build(&sticky(&weights));
+        let now = Instant::now();
+        let mut counts: HashMap<SocketAddr, usize> = HashMap::new();
+        for a in placement(&b, 100_000, now) {
+            *counts.entry(a).or_default() += 1;
+        }
+        let total: u32 = weights.iter().sum();
+        for (i, &w) in weights.iter().enumerate() {
+            let expected = 100_000.0 * f64::from(w) / f64::from(total);
+            let got = counts.get(&addr(i)).copied().unwrap_or(0) as f64;
+            assert!(
+                (got - expected).abs() <= 0.05 * expected,
+                "backend {i}: {got} keys, expected {expected}"
+            );
+        }
+    }
+
+    #[test]
+    fn sticky_removing_one_of_5_moves_at_most_a_quarter() {
+        let now = Instant::now();
+        let before = placement(&build(&sticky(&[1; 5])), 20_000, now);
+        let mut p = sticky(&[1; 5]);
+        p.backends.remove(2);
+        let after = placement(&build(&p), 20_000, now);
+        let moved = before.iter().zip(&after).filter(|(a, b)| a != b).count();
+        assert!(moved <= 5_000, "{moved} of 20000 moved");
+        // Exactly the removed backend's keys move, nothing else.
+        for (a, b) in before.iter().zip(&after) {
+            assert!(a == b || *a == addr(2));
+        }
+    }
+
+    #[test]
+    fn sticky_adding_one_to_5_moves_at_most_a_quarter() {
+        let now = Instant::now();
+        let before = placement(&build(&sticky(&[1; 5])), 20_000, now);
+        let after = placement(&build(&sticky(&[1; 6])), 20_000, now);
+        let moved = before.iter().zip(&after).filter(|(a, b)| a != b).count();
+        assert!(moved <= 5_000, "{moved} of 20000 moved");
+        for (a, b) in before.iter().zip(&after) {
+            assert!(a == b || *b == addr(5));
+        }
+    }
+
+    #[test]
+    fn independently_built_balancers_place_10000_keys_alike() {
+        let now = Instant::now();
+        let one = build(&sticky(&[1, 2, 3, 1, 1, 5, 1]));
+        // Another instance, its backends listed in another order.
+        let mut p = sticky(&[1, 2, 3, 1, 1, 5, 1]);
+        p.backends.reverse();
+        let two = build(&p);
+        assert_eq!(placement(&one, 10_000, now), placement(&two, 10_000, now));
+    }
+
+    #[test]
+    fn sticky_key_falls_to_its_next_backend_and_returns() {
+        let b = build(&sticky(&[1; 4]));
+        let t0 = Instant::now();
+        let k = key(42);
+        let ranking = b.candidates(Some(&k), t0);
+        assert_eq!(ranking.len(), 4);
+        assert_eq!(b.candidates(Some(&k), t0), ranking, "stable while healthy");
+        b.mark_failed(ranking[0], t0);
+        assert_eq!(b.candidates(Some(&k), t0), ranking[1..]);
+        assert_eq!(b.candidates(Some(&k), t0 + PASSIVE_DOWN), ranking);
+    }
+
+    #[test]
+    fn sticky_without_key_is_least_connections() {
+        let b = build(&sticky(&[1, 1, 1]));
+        let now = Instant::now();
+        let _l: Vec<Lease> = [0, 0, 2].iter().filter_map(|&i| b.lease(i)).collect();
+        assert_eq!(b.candidates(None, now), [1, 2, 0]);
+        assert_eq!(b.candidates(Some(b""), now), [1, 2, 0]);
+    }
+
+    #[test]
+    fn cookie_names_its_backend_first_then_ranks_the_token() {
+        let b = build(&pool(Balance::Sticky, Some(StickySource::Cookie), &[1; 5]));
+        let now = Instant::now();
+        for idx in 0..b.len() {
+            let token = b.backend(idx).map(|s| cookie_value(s.id())).expect("idx");
+            let order = b.candidates(Some(token.as_bytes()), now);
+            assert_eq!(order[0], idx);
+            assert_eq!(order.len(), 5);
+            // Down: the rest keeps the token's rendezvous order.
+            b.mark_failed(idx, now);
+            let without: Vec<usize> = order.iter().copied().filter(|&i| i != idx).collect();
+            assert_eq!(b.candidates(Some(token.as_bytes()), now), without);
+            b.mark_up(idx);
+        }
+    }
+
+    #[test]
+    fn forged_cookie_is_treated_as_no_key() {
+        let b = build(&pool(Balance::Sticky, Some(StickySource::Cookie), &[1; 3]));
+        let now = Instant::now();
+        let _l: Vec<Lease> = [0, 0, 1].iter().filter_map(|&i| b.lease(i)).collect();
+        assert_eq!(b.candidates(Some(b"ffffffffffffffff"), now), [2, 1, 0]);
+        assert_eq!(b.candidates(Some(b"127.0.0.1:9001"), now), [2, 1, 0]);
+    }
+
+    #[test]
+    fn load_bound_rounds_up_exactly() {
+        // 1.1 × (9 + 1) = 11, which a float product would round up to 12.
+        assert_eq!(load_bound(1_100_000, 9, 1, 1), 11);
+        assert_eq!(load_bound(1_250_000, 3, 1, 4), 2);
+        assert_eq!(load_bound(1_250_000, 0, 1, 4), 1);
+        assert_eq!(load_bound(1_500_000, 99, 3, 4), 113);
+    }
+
+    #[test]
+    fn bounded_load_never_exceeds_the_factor() {
+        let weights = [1, 1, 2, 4];
+        let total_weight: u64 = 8;
+        let factor = 1.25;
+        let mut p = sticky(&weights);
+        p.hash_balance_factor = Some(factor);
+        let b = build(&p);
+        let now = Instant::now();
+        let mut held: Vec<Lease> = Vec::new();
+        // Three hot keys would put everything on at most three backends.
+        for step in 0..4000usize {
+            let order = b.candidates(Some(&key(step % 3)), now);
+            let first = order[0];
+            let total: u64 = actives(&b).iter().map(|&a| u64::from(a)).sum();
+            let bound = (factor * (total + 1) as f64 * f64::from(weights[first])
+                / total_weight as f64)
+                .ceil() as u32;
+            held.push(b.lease(first).expect("no cap"));
+            assert!(actives(&b)[first] <= bound, "step {step}");
+            // Connections end too, in an order unrelated to placement.
+            if step % 7 == 3 {
+                held.swap_remove((step * 31) % held.len());
+            }
+        }
+    }
+
+    #[test]
+    fn bounded_load_off_lets_a_hot_key_pile_up() {
+        let b = build(&sticky(&[1, 1, 1, 1]));
+        let now = Instant::now();
+        let held: Vec<Lease> = (0..100)
+            .filter_map(|_| b.lease(b.candidates(Some(b"hot"), now)[0]))
+            .collect();
+        assert_eq!(held.len(), 100);
+        assert_eq!(actives(&b).iter().filter(|&&a| a == 100).count(), 1);
+    }
+
+    #[test]
+    fn max_connections_holds_under_concurrent_leasing() {
+        const CAP: u32 = 64;
+        let mut p = least(&[1]);
+        p.backends[0].max_connections = Some(CAP);
+        let b = build(&p);
+        let barrier = std::sync::Barrier::new(4);
+        let granted = std::sync::atomic::AtomicU32::new(0);
+        std::thread::scope(|s| {
+            for t in 0..4usize {
+                let (b, barrier, granted) = (&b, &barrier, &granted);
+                s.spawn(move || {
+                    let mut mine = Vec::new();
+                    barrier.wait();
+                    for i in 0..5_000usize {
+                        if let Some(lease) = b.lease(0) {
+                            granted.fetch_add(1, Ordering::Relaxed);
+                            mine.push(lease);
+                        }
+                        assert!(actives(b)[0] <= CAP);
+                        // Free some slots so that the others keep racing.
+                        if (i + t) % 3 == 0 {
+                            mine.pop();
+                        }
+                    }
+                    mine.len()
+                });
+            }
+        });
+        assert_eq!(actives(&b), [0], "every slot returned");
+        assert!(granted.load(Ordering::Relaxed) > CAP);
+
+        // Nothing freed: exactly CAP leases are granted in total.
+        let kept = std::sync::Mutex::new(Vec::new());
+        std::thread::scope(|s| {
+            for _ in 0..4 {
+                let (b, kept) = (&b, &kept);
+                s.spawn(move || {
+                    let mine: Vec<Lease> = (0..100).filter_map(|_| b.lease(0)).collect();
+                    if let Ok(mut k) = kept.lock() {
+                        k.extend(mine);
+                    }
+                });
+            }
+        });
+        assert_eq!(kept.lock().map(|k| k.len()).unwrap_or(0), CAP as usize);
+        assert_eq!(actives(&b), [CAP]);
+    }
+}
