@@ -122,7 +122,6 @@ async fn serve_http<IO>(
         async move { Ok::<_, Infallible>(upgrade::<IO>(req, accepted, tls).await) }
     });
     let result = http1::Builder::new()
-        .keep_alive(false)
         .max_headers(handshake::MAX_HEADERS)
         .max_buf_size((limit + 1024).max(8192))
         .serve_connection(io, service)

@@ -217,8 +217,10 @@ pub async fn echo_backend() -> Backend {
                                 return;
                             }
                         }
-                        Message::Close(frame) => {
-                            let _ = ws.close(frame).await;
+                        Message::Close(_) => {
+                            // tungstenite queued the close reply; send it.
+                            let _ = ws.flush().await;
+                            while let Some(Ok(_)) = ws.next().await {}
                             return;
                         }
                         _ => {}
