@@ -164,6 +164,7 @@ pub async fn echo_backend() -> Backend {
             b.connections.fetch_add(1, Ordering::SeqCst);
             let seen = b.seen.clone();
             tokio::spawn(async move {
+                #[allow(clippy::result_large_err)] // tungstenite's callback signature
                 let callback = |req: &Request, mut res: Response| {
                     let headers = req
                         .headers()
@@ -213,9 +214,7 @@ pub async fn echo_backend() -> Backend {
                             return;
                         }
                         Message::Text(_) | Message::Binary(_) => {
-                            if ws.send(msg).await.is_err() {
-                                return;
-                            }
+                            let Ok(()) = ws.send(msg).await else { return };
                         }
                         Message::Close(_) => {
                             // tungstenite queued the close reply; send it.
