@@ -4,3 +4,4 @@
 
 pub mod close;
 pub mod config;
+pub mod frame;
