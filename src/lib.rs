@@ -5,3 +5,4 @@
 pub mod close;
 pub mod config;
 pub mod frame;
+pub mod relay;
