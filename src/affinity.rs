@@ -94,8 +94,14 @@ mod tests {
     fn cookie_is_found_among_others_and_in_any_cookie_header() {
         let s = sticky(StickySource::Cookie, "wsgate_sticky");
         let uri: Uri = "/".parse().unwrap();
-        let h = headers(&[("cookie", "a=1"), ("cookie", "b=2; wsgate_sticky=abc ; c=3")]);
-        assert_eq!(key(&s, &h, &uri, CLIENT.parse().unwrap()).as_deref(), Some(&b"abc"[..]));
+        let h = headers(&[
+            ("cookie", "a=1"),
+            ("cookie", "b=2; wsgate_sticky=abc ; c=3"),
+        ]);
+        assert_eq!(
+            key(&s, &h, &uri, CLIENT.parse().unwrap()).as_deref(),
+            Some(&b"abc"[..])
+        );
         let h = headers(&[("cookie", "wsgate_stickyx=1")]);
         assert_eq!(key(&s, &h, &uri, CLIENT.parse().unwrap()), None);
     }
@@ -106,11 +112,21 @@ mod tests {
         let h = headers(&[("x-user", " bob ")]);
         let client = CLIENT.parse().unwrap();
         let by_header = sticky(StickySource::Header, "x-user");
-        assert_eq!(key(&by_header, &h, &uri, client).as_deref(), Some(&b"bob"[..]));
+        assert_eq!(
+            key(&by_header, &h, &uri, client).as_deref(),
+            Some(&b"bob"[..])
+        );
         let by_query = sticky(StickySource::Query, "user");
-        assert_eq!(key(&by_query, &h, &uri, client).as_deref(), Some(&b"alice"[..]));
+        assert_eq!(
+            key(&by_query, &h, &uri, client).as_deref(),
+            Some(&b"alice"[..])
+        );
         let empty = sticky(StickySource::Query, "x");
-        assert_eq!(key(&empty, &h, &uri, client), None, "an empty key is no key");
+        assert_eq!(
+            key(&empty, &h, &uri, client),
+            None,
+            "an empty key is no key"
+        );
     }
 
     #[test]
@@ -118,14 +134,21 @@ mod tests {
         let s = sticky(StickySource::ClientIp, "");
         let uri: Uri = "/".parse().unwrap();
         let h = HeaderMap::new();
-        let a = key(&s, &h, &uri, "192.0.2.7:1".parse().unwrap()).unwrap().into_owned();
-        let b = key(&s, &h, &uri, "[::ffff:192.0.2.7]:2".parse().unwrap()).unwrap().into_owned();
+        let a = key(&s, &h, &uri, "192.0.2.7:1".parse().unwrap())
+            .unwrap()
+            .into_owned();
+        let b = key(&s, &h, &uri, "[::ffff:192.0.2.7]:2".parse().unwrap())
+            .unwrap()
+            .into_owned();
         assert_eq!(a, b);
     }
 
     #[test]
     fn cookie_attributes() {
         assert_eq!(set_cookie("s", "00ff", false), "s=00ff; Path=/; HttpOnly");
-        assert_eq!(set_cookie("s", "00ff", true), "s=00ff; Path=/; HttpOnly; Secure");
+        assert_eq!(
+            set_cookie("s", "00ff", true),
+            "s=00ff; Path=/; HttpOnly; Secure"
+        );
     }
 }

@@ -244,7 +244,13 @@ where
                 },
             )
             .await;
-            debug!(%peer, backend = %backend_addr, ?end, "connection closed");
+            debug!(
+                %peer,
+                backend = %backend_addr,
+                code = end.close.code.0,
+                initiator = end.close.initiator.as_str(),
+                "connection closed"
+            );
         });
         return backend_side.response;
     }

@@ -2,8 +2,9 @@
 //!
 //! The modules follow the path of one connection: [`server`] accepts it,
 //! [`connection`] takes it through [`tls`] and the [`handshake`] checks,
-//! [`route`] picks a route, [`balance`] a backend, [`upstream`] upgrades
-//! it, and [`relay`] carries frames until the close. [`config`] and
+//! [`route`] picks a route, [`affinity`] reads its sticky key, [`balance`]
+//! orders the backends, [`upstream`] upgrades one, and [`relay`] carries
+//! frames ([`frame`]) until the close ([`close`]). [`config`] and
 //! [`snapshot`] stand at the side: the validated file and the running view
 //! built from it. [`echo`] is the built-in backend of `wsgate demo`.
 #![forbid(unsafe_code)]
@@ -19,11 +20,17 @@ pub mod handshake;
 
 pub mod route;
 
+pub mod affinity;
+
 pub mod balance;
 
 pub mod upstream;
 
 pub mod relay;
+
+pub mod frame;
+
+pub mod close;
 
 pub mod config;
 

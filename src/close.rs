@@ -1,0 +1,119 @@
+//! How a relayed connection ended: the close code and who started the close.
+//!
+//! The relay records one [`CloseInfo`] per connection; metrics label closes
+//! with the code's number and the initiator's name (contract, "Admin
+//! listener": `wsgate_closes_total{code,initiator}`).
+
+use std::fmt;
+
+/// A close status code (RFC 6455 section 7.4).
+///
+/// Any `u16` is representable because a close frame may carry codes this
+/// proxy has no name for (registered codes 3000-3999, private 4000-4999);
+/// they are passed through unchanged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct CloseCode(pub u16);
+
+impl CloseCode {
+    /// 1000: the purpose of the connection has been fulfilled.
+    pub const NORMAL: CloseCode = CloseCode(1000);
+    /// 1001: an endpoint is going away (idle timeout, shutdown, the client
+    /// broke a rule and the backend is told).
+    pub const GOING_AWAY: CloseCode = CloseCode(1001);
+    /// 1002: a protocol error (RFC 6455 section 7.4.1).
+    pub const PROTOCOL_ERROR: CloseCode = CloseCode(1002);
+    /// 1009: a message or frame too big to process (RFC 6455 section 7.4.1).
+    pub const MESSAGE_TOO_BIG: CloseCode = CloseCode(1009);
+    /// 1011: an unexpected condition inside the proxy.
+    pub const INTERNAL_ERROR: CloseCode = CloseCode(1011);
+    /// 1014: Bad Gateway, the backend misbehaved or vanished (IANA
+    /// WebSocket Close Code Number Registry).
+    pub const BAD_GATEWAY: CloseCode = CloseCode(1014);
+    /// 1005: the close frame carried no code. Never sent on the wire
+    /// (RFC 6455 section 7.4.1); it only reports an empty close body.
+    pub const NO_STATUS: CloseCode = CloseCode(1005);
+    /// 1006: the connection ended without a close frame. Never sent on the
+    /// wire (RFC 6455 section 7.4.1); it only records what happened.
+    pub const ABNORMAL: CloseCode = CloseCode(1006);
+}
+
+impl fmt::Display for CloseCode {
+    /// The bare number, as used in metric labels and logs.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.0, f)
+    }
+}
+
+/// Who started the close of a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Initiator {
+    /// The client sent a close frame or dropped its connection.
+    Client,
+    /// The backend sent a close frame or dropped its connection.
+    Backend,
+    /// The proxy closed: a broken rule, a timeout, a drain or shutdown.
+    Proxy,
+}
+
+impl Initiator {
+    /// The metric label value (contract: `client`, `backend` or `proxy`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Initiator::Client => "client",
+            Initiator::Backend => "backend",
+            Initiator::Proxy => "proxy",
+        }
+    }
+}
+
+impl fmt::Display for Initiator {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How one relayed connection ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct CloseInfo {
+    /// The first close code of the connection: the one in the first close
+    /// frame seen or sent, or [`CloseCode::ABNORMAL`] when a side vanished.
+    pub code: CloseCode,
+    /// Who started the close.
+    pub initiator: Initiator,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn named_codes_have_their_rfc_numbers() {
+        let pairs = [
+            (CloseCode::NORMAL, 1000),
+            (CloseCode::GOING_AWAY, 1001),
+            (CloseCode::PROTOCOL_ERROR, 1002),
+            (CloseCode::NO_STATUS, 1005),
+            (CloseCode::ABNORMAL, 1006),
+            (CloseCode::MESSAGE_TOO_BIG, 1009),
+            (CloseCode::INTERNAL_ERROR, 1011),
+            (CloseCode::BAD_GATEWAY, 1014),
+        ];
+        for (code, n) in pairs {
+            assert_eq!(code.0, n);
+        }
+    }
+
+    #[test]
+    fn display_is_the_bare_number() {
+        assert_eq!(CloseCode::BAD_GATEWAY.to_string(), "1014");
+        assert_eq!(CloseCode(4321).to_string(), "4321");
+    }
+
+    #[test]
+    fn initiator_labels_match_the_contract() {
+        assert_eq!(Initiator::Client.as_str(), "client");
+        assert_eq!(Initiator::Backend.as_str(), "backend");
+        assert_eq!(Initiator::Proxy.as_str(), "proxy");
+        assert_eq!(Initiator::Proxy.to_string(), "proxy");
+    }
+}
