@@ -605,13 +605,13 @@ impl Relay {
     {
         let mut acted = false;
         if !self.client.fin_sent && side_through(&self.b2c, &self.c2b) {
-            if let Poll::Ready(_) = Pin::new(&mut *client).poll_shutdown(cx) {
+            if Pin::new(&mut *client).poll_shutdown(cx).is_ready() {
                 self.client.fin_sent = true;
                 acted = true;
             }
         }
         if !self.backend.fin_sent && side_through(&self.c2b, &self.b2c) {
-            if let Poll::Ready(_) = Pin::new(&mut *backend).poll_shutdown(cx) {
+            if Pin::new(&mut *backend).poll_shutdown(cx).is_ready() {
                 self.backend.fin_sent = true;
                 acted = true;
             }
