@@ -604,17 +604,19 @@ impl Relay {
         C: AsyncRead + AsyncWrite + Unpin,
     {
         let mut acted = false;
-        if !self.client.fin_sent && side_through(&self.b2c, &self.c2b) {
-            if Pin::new(&mut *client).poll_shutdown(cx).is_ready() {
-                self.client.fin_sent = true;
-                acted = true;
-            }
+        if !self.client.fin_sent
+            && side_through(&self.b2c, &self.c2b)
+            && Pin::new(&mut *client).poll_shutdown(cx).is_ready()
+        {
+            self.client.fin_sent = true;
+            acted = true;
         }
-        if !self.backend.fin_sent && side_through(&self.c2b, &self.b2c) {
-            if Pin::new(&mut *backend).poll_shutdown(cx).is_ready() {
-                self.backend.fin_sent = true;
-                acted = true;
-            }
+        if !self.backend.fin_sent
+            && side_through(&self.c2b, &self.b2c)
+            && Pin::new(&mut *backend).poll_shutdown(cx).is_ready()
+        {
+            self.backend.fin_sent = true;
+            acted = true;
         }
         acted
     }
