@@ -647,3 +647,46 @@ impl TestCa {
             .expect("TLS handshake succeeds")
     }
 }
+
+/// A backend that completes each upgrade and hands the connection to the
+/// test as a frame-level peer, to send and observe exact frames.
+pub async fn raw_backend() -> (SocketAddr, tokio::sync::mpsc::Receiver<RawWs>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let head = read_until_head_end(&mut stream).await;
+            let key = head
+                .lines()
+                .find_map(|l| {
+                    let (n, v) = l.split_once(':')?;
+                    n.eq_ignore_ascii_case("sec-websocket-key")
+                        .then(|| v.trim().to_string())
+                })
+                .unwrap_or_default();
+            let answer = format!(
+                "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {}\r\n\r\n",
+                wsgate::handshake::accept_for(key.as_bytes())
+            );
+            stream.write_all(answer.as_bytes()).await.unwrap();
+            if tx.send(RawWs::server(stream, Vec::new())).await.is_err() {
+                return;
+            }
+        }
+    });
+    (addr, rx)
+}
+
+/// A proxy in front of a raw backend with `defaults` (TOML lines for the
+/// `[defaults]` table); returns the client and backend ends of one
+/// connection.
+pub async fn raw_pair(defaults: &str) -> (Proxy, RawWs, RawWs) {
+    let (addr, mut accepted) = raw_backend().await;
+    let toml = simple_config(&[addr], &format!("[defaults]\n{defaults}\n"));
+    let proxy = start_proxy(&toml).await;
+    let (client, answer) = RawWs::connect(proxy.addr("main"), &upgrade_request("/echo", "")).await;
+    assert_eq!(answer.status, 101);
+    let backend = within(accepted.recv()).await.expect("backend connection");
+    (proxy, client, backend)
+}
