@@ -19,10 +19,11 @@ use tokio::net::TcpStream;
 use tokio::time::{timeout_at, Instant};
 use tracing::{debug, info, warn};
 
+use crate::config::StickySource;
 use crate::handshake::{self, FirstByte, ReadHeadError, Reject, Rewind};
 use crate::snapshot::Snapshot;
 use crate::upstream::{self, Offer, UpstreamError};
-use crate::{relay, tls};
+use crate::{affinity, balance, relay, tls};
 
 /// What a connection knows about where it was accepted.
 #[derive(Debug, Clone)]
@@ -191,34 +192,70 @@ where
         Ok(checked) => checked,
         Err(reject) => return rejected(&accepted, &req, reject),
     };
-    let pool = &snapshot.config.pools[snapshot.route_pool[route_index]];
+    let pool_index = snapshot.route_pool[route_index];
+    let pool = &snapshot.config.pools[pool_index];
+    let balancer = &snapshot.balancers[pool_index];
+    let key = pool
+        .sticky
+        .as_ref()
+        .and_then(|sticky| affinity::key(sticky, req.headers(), req.uri(), accepted.peer));
+    // A cookie naming one of this pool's backends needs no new cookie;
+    // anything else (none, unknown, forged) gets one with the 101.
+    let cookie_name = match &pool.sticky {
+        Some(s) if s.source == StickySource::Cookie => key
+            .as_deref()
+            .and_then(|k| balancer.backend_for_token(k))
+            .is_none()
+            .then_some(s.name.as_str()),
+        _ => None,
+    };
     let offer = Offer::from_request(req.headers());
     let request = upstream::backend_request(&req, accepted.peer, tls);
 
+    // Retries must fit the handshake's time budget: a client waits for one
+    // answer, not for every backend's connect_timeout in turn.
+    let budget_end = started + snapshot.config.handshake_timeout;
     let mut last_failure: Option<UpstreamError> = None;
-    for backend in &pool.backends {
-        let result = upstream::upgrade(
-            backend.addr,
+    for idx in balancer.candidates(key.as_deref(), StdInstant::now()) {
+        let Some(lease) = balancer.lease(idx) else {
+            continue; // filled up since the candidates were listed
+        };
+        let addr = lease.backend().addr();
+        let left = budget_end.saturating_duration_since(StdInstant::now());
+        if left.is_zero() {
+            break;
+        }
+        let timeout = route.limits.connect_timeout.min(left);
+        let mut backend_side = match upstream::upgrade(
+            addr,
             &request,
             &checked.key,
             &offer,
-            route.limits.connect_timeout,
+            timeout,
         )
-        .await;
-        let backend_side = match result {
+        .await
+        {
             Ok(up) => up,
             Err(e) if e.is_unreachable() => {
-                warn!(pool = %pool.name, error = %e, "backend unreachable; trying the next");
+                warn!(pool = %pool.name, error = %e, "backend unreachable: marked down, trying the next");
+                balancer.mark_failed(idx, StdInstant::now());
                 last_failure = Some(e);
                 continue;
             }
             Err(e) => return rejected(&accepted, &req, Reject::BadBackendAnswer(e)),
         };
+        if let Some(name) = cookie_name {
+            let token = balance::cookie_value(lease.backend().id());
+            backend_side.response.headers_mut().append(
+                http::header::SET_COOKIE,
+                affinity::set_cookie(name, &token, tls),
+            );
+        }
         let on_upgrade = hyper::upgrade::on(&mut req);
         let limits = route.limits;
         let peer = accepted.peer;
-        let backend_addr = backend.addr;
-        debug!(%peer, backend = %backend_addr, elapsed = ?started.elapsed(), "upgraded");
+        debug!(%peer, backend = %addr, elapsed = ?started.elapsed(), "upgraded");
+        let response = std::mem::take(&mut backend_side.response);
         tokio::spawn(async move {
             let client = match on_upgrade.await {
                 Ok(upgraded) => upgraded,
@@ -233,26 +270,29 @@ where
             };
             let (unread, client_io) = parts.io.into_inner().into_parts();
             let client_pre = join(parts.read_buf, unread);
+            let settings = relay::Settings {
+                limits,
+                deflate: backend_side.deflate,
+            };
             let end = relay::run(
                 client_io,
                 client_pre,
                 backend_side.stream,
                 backend_side.pre_read,
-                relay::Settings {
-                    limits,
-                    deflate: backend_side.deflate,
-                },
+                settings,
             )
             .await;
+            // The backend's slot is free once the relay is done.
+            drop(lease);
             debug!(
                 %peer,
-                backend = %backend_addr,
+                backend = %addr,
                 code = end.close.code.0,
                 initiator = end.close.initiator.as_str(),
                 "connection closed"
             );
         });
-        return backend_side.response;
+        return response;
     }
     let reject = match last_failure {
         Some(e) => Reject::BackendsFailed(e),

@@ -37,3 +37,5 @@ pub mod config;
 pub mod snapshot;
 
 pub mod echo;
+
+pub mod health;

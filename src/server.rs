@@ -11,7 +11,8 @@ use tracing::{error, info};
 
 use crate::config::Config;
 use crate::connection::{self, Accepted};
-use crate::snapshot::Snapshot;
+use crate::health::HealthChecks;
+use crate::snapshot::{Registry, Snapshot};
 
 /// A listener that could not be bound.
 #[derive(Debug, thiserror::Error)]
@@ -29,6 +30,7 @@ pub struct BindError {
 pub struct Server {
     current: Arc<ArcSwap<Snapshot>>,
     listeners: Vec<(Arc<str>, TcpListener)>,
+    registry: Arc<Registry>,
 }
 
 impl Server {
@@ -46,10 +48,12 @@ impl Server {
                 })?;
             listeners.push((Arc::from(l.name.as_str()), socket));
         }
-        let snapshot = Arc::new(Snapshot::new(config, 1));
+        let registry = Arc::new(Registry::default());
+        let snapshot = Arc::new(Snapshot::new(config, 1, &registry));
         Ok(Server {
             current: Arc::new(ArcSwap::from(snapshot)),
             listeners,
+            registry,
         })
     }
 
@@ -61,8 +65,15 @@ impl Server {
             .and_then(|(_, l)| l.local_addr().ok())
     }
 
+    /// Live backend state, shared with every snapshot this server builds.
+    pub fn registry(&self) -> Arc<Registry> {
+        self.registry.clone()
+    }
+
     /// Serves until `shutdown` completes.
     pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) {
+        let _health = HealthChecks::start(&self.current.load());
+        let _registry = self.registry;
         let mut tasks = tokio::task::JoinSet::new();
         for (name, listener) in self.listeners {
             if let Ok(addr) = listener.local_addr() {

@@ -32,6 +32,8 @@ pub async fn within<F: Future>(fut: F) -> F::Output {
 /// A running proxy; stops when dropped.
 pub struct Proxy {
     addrs: Vec<(String, SocketAddr)>,
+    /// The proxy's live backend state.
+    pub registry: Arc<wsgate::snapshot::Registry>,
     stop: Option<oneshot::Sender<()>>,
 }
 
@@ -48,6 +50,24 @@ impl Proxy {
     /// `ws://ADDR{path}` for the listener named `main`.
     pub fn url(&self, path: &str) -> String {
         format!("ws://{}{}", self.addr("main"), path)
+    }
+}
+
+impl Proxy {
+    /// Waits (bounded) until backend `addr` of pool `pool` has `n` active
+    /// connections in the proxy's own count.
+    pub async fn wait_active(&self, pool: &str, addr: SocketAddr, n: u32) {
+        let state = self.registry.get(pool, addr).expect("backend known");
+        for _ in 0..1000 {
+            if state.active() == n {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        panic!(
+            "backend {addr} never reached {n} active connections (has {})",
+            state.active()
+        );
     }
 }
 
@@ -71,12 +91,14 @@ pub async fn start_proxy_in(toml: &str, base: &Path) -> Proxy {
         .iter()
         .map(|n| (n.clone(), server.local_addr(n).unwrap()))
         .collect();
+    let registry = server.registry();
     let (stop, stopped) = oneshot::channel::<()>();
     tokio::spawn(server.run(async move {
         let _ = stopped.await;
     }));
     Proxy {
         addrs,
+        registry,
         stop: Some(stop),
     }
 }
@@ -689,4 +711,113 @@ pub async fn raw_pair(defaults: &str) -> (Proxy, RawWs, RawWs) {
     assert_eq!(answer.status, 101);
     let backend = within(accepted.recv()).await.expect("backend connection");
     (proxy, client, backend)
+}
+
+/// A backend that greets each connection with its name, then echoes;
+/// `kill` closes its listener and every connection it has.
+pub struct NamedBackend {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// What it answers first on every connection.
+    pub name: String,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl NamedBackend {
+    /// Starts one on a fresh port.
+    pub async fn start(name: &str) -> NamedBackend {
+        Self::start_at(name, "127.0.0.1:0".parse().unwrap()).await
+    }
+
+    /// Starts one on `addr` (to bring a killed backend back).
+    pub async fn start_at(name: &str, addr: SocketAddr) -> NamedBackend {
+        let listener = TcpListener::bind(addr).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let greeting = name.to_string();
+        let task = tokio::spawn(async move {
+            let mut connections = tokio::task::JoinSet::new();
+            while let Ok((stream, _)) = listener.accept().await {
+                let greeting = greeting.clone();
+                connections.spawn(async move {
+                    let Ok(mut ws) = tokio_tungstenite::accept_async(stream).await else {
+                        return;
+                    };
+                    if ws.send(Message::text(greeting)).await.is_err() {
+                        return;
+                    }
+                    while let Some(Ok(msg)) = ws.next().await {
+                        match msg {
+                            Message::Text(_) | Message::Binary(_) => {
+                                let Ok(()) = ws.send(msg).await else { return };
+                            }
+                            Message::Close(_) => {
+                                let _ = ws.flush().await;
+                                return;
+                            }
+                            _ => {}
+                        }
+                    }
+                });
+                while connections.try_join_next().is_some() {}
+            }
+        });
+        NamedBackend {
+            addr,
+            name: name.to_string(),
+            task,
+        }
+    }
+
+    /// Stops accepting and drops every connection, like a crashed process.
+    pub async fn kill(self) {
+        self.task.abort();
+        let _ = self.task.await;
+    }
+}
+
+/// Connects through the proxy with extra request headers; returns the
+/// socket, the backend's name and the 101's headers.
+pub async fn connect_named(
+    addr: SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (WebSocketStream<TcpStream>, String, http::HeaderMap) {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let stream = within(TcpStream::connect(addr)).await.unwrap();
+    let mut request = format!("ws://{addr}{path}").into_client_request().unwrap();
+    for (name, value) in headers {
+        request.headers_mut().append(
+            http::header::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+            value.parse().unwrap(),
+        );
+    }
+    let (mut ws, response) = within(tokio_tungstenite::client_async(request, stream))
+        .await
+        .expect("upgrade succeeds");
+    let name = match within(ws.next()).await {
+        Some(Ok(Message::Text(t))) => t.to_string(),
+        other => panic!("expected the backend's name, got {other:?}"),
+    };
+    (ws, name, response.headers().clone())
+}
+
+/// A proxy config with listener `main` on port 0, route `/` to pool `p`
+/// of `backends` (`addr`, weight), and `pool_extra` lines in the pool.
+pub fn pool_config(backends: &[(SocketAddr, u32)], pool_extra: &str) -> String {
+    let list: Vec<String> = backends
+        .iter()
+        .map(|(a, w)| format!("{{ addr = \"{a}\", weight = {w} }}"))
+        .collect();
+    format!(
+        "[[listener]]\nname = \"main\"\nbind = \"127.0.0.1:0\"\n\n[[route]]\npool = \"p\"\n\n[[pool]]\nname = \"p\"\n{pool_extra}\nbackends = [{}]\n",
+        list.join(", ")
+    )
+}
+
+/// How many of `names` are each of `expected`, in that order.
+pub fn tally(names: &[String], expected: &[&str]) -> Vec<usize> {
+    expected
+        .iter()
+        .map(|e| names.iter().filter(|n| n == e).count())
+        .collect()
 }
