@@ -19,31 +19,62 @@ use tokio::net::TcpStream;
 use tokio::time::{timeout_at, Instant};
 use tracing::{debug, info, warn};
 
-use crate::config::StickySource;
+use crate::config::{HostPattern, StickySource};
 use crate::handshake::{self, FirstByte, ReadHeadError, Reject, Rewind};
+use crate::metrics::ConnectionLabels;
+use crate::server::Shared;
+use crate::shutdown::{self, Guard};
 use crate::snapshot::Snapshot;
 use crate::upstream::{self, Offer, UpstreamError};
 use crate::{affinity, balance, relay, tls};
 
 /// What a connection knows about where it was accepted.
-#[derive(Debug, Clone)]
 pub struct Accepted {
     /// The client's address.
     pub peer: SocketAddr,
-    /// The listener's name, the key into the snapshot.
-    pub listener: Arc<str>,
+    /// The listener's configured address, its key in the snapshot.
+    pub bind: SocketAddr,
     /// The snapshot current when the connection was accepted; the
-    /// connection keeps it for its whole life.
+    /// connection keeps it (routes, limits, backend) for its whole life.
     pub snapshot: Arc<Snapshot>,
+    /// Counts this connection as open until it ends.
+    pub guard: Guard,
+    /// The running proxy's shared parts (drain signals, live state).
+    pub shared: Arc<Shared>,
+}
+
+/// What the handshake needs of [`Accepted`], shared with hyper's service.
+struct Context {
+    peer: SocketAddr,
+    listener: Arc<str>,
+    snapshot: Arc<Snapshot>,
+    shared: Arc<Shared>,
+    guard: std::sync::Mutex<Option<Guard>>,
+}
+
+/// What the access-log line of a relayed connection names.
+struct AccessInfo {
+    listener: Arc<str>,
+    host: String,
+    path: String,
+    route: String,
+    subprotocol: String,
 }
 
 /// Serves one accepted TCP connection to its end.
 pub async fn serve(stream: TcpStream, accepted: Accepted) {
     let snapshot = accepted.snapshot.clone();
-    let Some((index, listener)) = snapshot.listener(&accepted.listener) else {
-        // The listener was removed between accept and now.
+    let Some((index, listener)) = snapshot.listener(accepted.bind) else {
+        // A reload removed the listener between accept and now.
         return;
     };
+    let accepted = Arc::new(Context {
+        peer: accepted.peer,
+        listener: Arc::from(listener.name.as_str()),
+        snapshot: accepted.snapshot,
+        shared: accepted.shared,
+        guard: std::sync::Mutex::new(Some(accepted.guard)),
+    });
     // Small frames must not wait for Nagle's algorithm on either side.
     let _ = stream.set_nodelay(true);
     let deadline = Instant::now() + snapshot.config.handshake_timeout;
@@ -69,19 +100,19 @@ pub async fn serve(stream: TcpStream, accepted: Accepted) {
                     reject_raw(&mut stream, &accepted, Reject::PlainOnTlsListener).await;
                     return;
                 }
-                _ => return,
+                Ok(_) => return,
+                Err(_) => {
+                    accepted.tls_failed("no ClientHello in time (handshake_timeout)");
+                    return;
+                }
             }
             let acceptor = tokio_rustls::TlsAcceptor::from(config.clone());
             match timeout_at(deadline, acceptor.accept(stream)).await {
                 Ok(Ok(tls_stream)) => {
                     serve_http(tls_stream, accepted, deadline, limit, None, true).await
                 }
-                Ok(Err(e)) => {
-                    info!(peer = %accepted.peer, listener = %accepted.listener, error = %e, "TLS handshake failed")
-                }
-                Err(_) => {
-                    info!(peer = %accepted.peer, listener = %accepted.listener, "TLS handshake timed out (handshake_timeout)")
-                }
+                Ok(Err(e)) => accepted.tls_failed(&e.to_string()),
+                Err(_) => accepted.tls_failed("timed out (handshake_timeout)"),
             }
         }
     }
@@ -90,7 +121,7 @@ pub async fn serve(stream: TcpStream, accepted: Accepted) {
 /// Reads the request head, then lets hyper parse it and drive the upgrade.
 async fn serve_http<IO>(
     mut io: IO,
-    accepted: Accepted,
+    accepted: Arc<Context>,
     deadline: Instant,
     limit: usize,
     first_byte: Option<FirstByte>,
@@ -113,7 +144,13 @@ async fn serve_http<IO>(
             let answer = b"HTTP/1.1 408 Request Timeout\r\ncontent-type: text/plain; charset=utf-8\r\nconnection: close\r\ncontent-length: 49\r\n\r\nrequest not received in time (handshake_timeout)\n";
             let _ = io.write_all(answer).await;
             linger(&mut io).await;
-            info!(peer = %accepted.peer, listener = %accepted.listener, status = 408, "handshake timed out");
+            access_rejected(
+                &accepted,
+                None,
+                None,
+                408,
+                "request not received in time (handshake_timeout)",
+            );
             return;
         }
     };
@@ -137,10 +174,16 @@ async fn serve_http<IO>(
 /// connection yet) and closes.
 async fn reject_raw<IO: AsyncRead + AsyncWrite + Unpin>(
     io: &mut IO,
-    accepted: &Accepted,
+    accepted: &Context,
     reject: Reject,
 ) {
-    info!(peer = %accepted.peer, listener = %accepted.listener, status = reject.status().as_u16(), reason = %reject, "handshake rejected");
+    access_rejected(
+        accepted,
+        None,
+        None,
+        reject.status().as_u16(),
+        &reject.to_string(),
+    );
     let _ = io.write_all(&reject.raw_response()).await;
     linger(io).await;
 }
@@ -169,7 +212,7 @@ const LINGER_READS: usize = 64;
 /// hand both sides to the relay once hyper has sent the 101.
 async fn upgrade<IO>(
     mut req: Request<Incoming>,
-    accepted: Accepted,
+    accepted: Arc<Context>,
     tls: bool,
 ) -> Response<Full<Bytes>>
 where
@@ -252,11 +295,43 @@ where
             );
         }
         let on_upgrade = hyper::upgrade::on(&mut req);
+        let stop = shutdown::close_time(
+            accepted.shared.shutdown.subscribe(),
+            accepted.shared.registry.drain_signal(&pool.name, addr),
+        );
+        let guard = accepted.guard.lock().expect("not poisoned").take();
+        let route_name = route_label(route);
+        let meter = accepted.shared.metrics.as_ref().map(|m| {
+            let labels = ConnectionLabels {
+                route: route_name.clone(),
+                pool: pool.name.clone(),
+                backend: addr.to_string(),
+            };
+            m.upgraded(labels, started.elapsed())
+        });
+        let access = AccessInfo {
+            listener: accepted.listener.clone(),
+            host: req
+                .headers()
+                .get(http::header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .unwrap_or("-")
+                .to_string(),
+            path: req.uri().path().to_string(),
+            route: route_name,
+            subprotocol: backend_side
+                .protocol
+                .as_ref()
+                .and_then(|p| p.to_str().ok())
+                .unwrap_or("-")
+                .to_string(),
+        };
         let limits = route.limits;
         let peer = accepted.peer;
         debug!(%peer, backend = %addr, elapsed = ?started.elapsed(), "upgraded");
         let response = std::mem::take(&mut backend_side.response);
         tokio::spawn(async move {
+            let relay_started = StdInstant::now();
             let client = match on_upgrade.await {
                 Ok(upgraded) => upgraded,
                 Err(e) => {
@@ -280,16 +355,31 @@ where
                 backend_side.stream,
                 backend_side.pre_read,
                 settings,
+                stop,
+                meter,
             )
             .await;
             // The backend's slot is free once the relay is done.
             drop(lease);
-            debug!(
-                %peer,
+            drop(guard);
+            info!(
+                target: "wsgate::access",
+                client = %peer,
+                listener = %access.listener,
+                host = %access.host,
+                path = %access.path,
+                route = %access.route,
                 backend = %addr,
-                code = end.close.code.0,
-                initiator = end.close.initiator.as_str(),
-                "connection closed"
+                subprotocol = %access.subprotocol,
+                status = 101,
+                duration_ms = relay_started.elapsed().as_millis() as u64,
+                messages_in = end.client_to_backend.messages,
+                bytes_in = end.client_to_backend.bytes,
+                messages_out = end.backend_to_client.messages,
+                bytes_out = end.backend_to_client.bytes,
+                close_code = end.close.code.0,
+                closed_by = end.close.initiator.as_str(),
+                "closed"
             );
         });
         return response;
@@ -316,14 +406,62 @@ fn join(first: Bytes, second: Bytes) -> Bytes {
     }
 }
 
-fn rejected(accepted: &Accepted, req: &Request<Incoming>, reject: Reject) -> Response<Full<Bytes>> {
-    info!(
-        peer = %accepted.peer,
-        listener = %accepted.listener,
-        path = req.uri().path(),
-        status = reject.status().as_u16(),
-        reason = %reject,
-        "handshake rejected"
+fn rejected(accepted: &Context, req: &Request<Incoming>, reject: Reject) -> Response<Full<Bytes>> {
+    let host = req
+        .headers()
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok());
+    let status = reject.status().as_u16();
+    access_rejected(
+        accepted,
+        host,
+        Some(req.uri().path()),
+        status,
+        &reject.to_string(),
     );
     reject.response()
+}
+
+/// Counts a refused request and writes its access-log line.
+fn access_rejected(
+    accepted: &Context,
+    host: Option<&str>,
+    path: Option<&str>,
+    status: u16,
+    reason: &str,
+) {
+    if let Some(m) = &accepted.shared.metrics {
+        m.rejected(status);
+    }
+    info!(
+        target: "wsgate::access",
+        client = %accepted.peer,
+        listener = %accepted.listener,
+        host = host.unwrap_or("-"),
+        path = path.unwrap_or("-"),
+        status,
+        reason,
+        "rejected"
+    );
+}
+
+impl Context {
+    /// Counts and logs a TLS handshake that failed: one structured line
+    /// per failure, so a broken client or certificate shows in the log.
+    fn tls_failed(&self, reason: &str) {
+        if let Some(m) = &self.shared.metrics {
+            m.tls_failed(&self.listener);
+        }
+        info!(peer = %self.peer, listener = %self.listener, reason, "TLS handshake failed");
+    }
+}
+
+/// A route as a label: its host pattern (`*` for any) and path prefix.
+fn route_label(route: &crate::config::Route) -> String {
+    let host = match &route.host {
+        Some(HostPattern::Exact(name)) => name.clone(),
+        Some(HostPattern::Suffix(suffix)) => format!("*{suffix}"),
+        None => "*".to_string(),
+    };
+    format!("{host}{}", route.path_prefix)
 }

@@ -36,6 +36,14 @@ pub mod config;
 
 pub mod snapshot;
 
+pub mod reload;
+
+pub mod shutdown;
+
+pub mod admin;
+
+pub mod metrics;
+
 pub mod echo;
 
 pub mod health;

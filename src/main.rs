@@ -5,9 +5,10 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 use wsgate::config::{self, Config};
+use wsgate::reload;
 use wsgate::server::Server;
 
 /// A reverse proxy and load balancer for WebSocket traffic.
@@ -64,13 +65,13 @@ fn main() -> ExitCode {
     match cli.command {
         Some(Command::Check { config }) => check(&config),
         Some(Command::Demo) => match demo_config() {
-            Ok(config) => run(config, cli.workers, true),
+            Ok(config) => run(config, None, cli.workers, true),
             Err(e) => fail(&e),
         },
         Some(Command::Echo { bind }) => echo(bind, cli.workers),
         None => match cli.config {
             Some(path) => match config::load(&path) {
-                Ok(config) => run(config, cli.workers, false),
+                Ok(config) => run(config, Some(path), cli.workers, false),
                 Err(e) => fail(&e),
             },
             None => {
@@ -129,7 +130,7 @@ fn runtime(workers: Option<usize>) -> tokio::runtime::Runtime {
         .expect("the tokio runtime starts")
 }
 
-fn run(config: Config, workers: Option<usize>, with_echo: bool) -> ExitCode {
+fn run(config: Config, path: Option<PathBuf>, workers: Option<usize>, with_echo: bool) -> ExitCode {
     runtime(workers).block_on(async move {
         if with_echo {
             let addrs: Vec<SocketAddr> = config
@@ -149,16 +150,30 @@ fn run(config: Config, workers: Option<usize>, with_echo: bool) -> ExitCode {
                 tokio::spawn(wsgate::echo::serve(listener));
             }
         }
-        let server = match Server::bind(config).await {
+        let watch = path.is_some();
+        let server = match Server::start(config, path).await {
             Ok(s) => s,
             Err(e) => {
                 error!("{e}");
                 return ExitCode::FAILURE;
             }
         };
-        server.run(shutdown_signal()).await;
-        info!("stopped");
-        ExitCode::SUCCESS
+        tokio::spawn(reload::on_sighup(server.shared().clone()));
+        if watch {
+            tokio::spawn(reload::watch_file(server.shared().clone()));
+        }
+        stop_signal().await;
+        info!("stop signal: shutting down gracefully; a second signal exits at once");
+        tokio::select! {
+            _ = server.shutdown() => {
+                info!("stopped");
+                ExitCode::SUCCESS
+            }
+            _ = stop_signal() => {
+                warn!("second stop signal: exiting now");
+                std::process::exit(1);
+            }
+        }
     })
 }
 
@@ -176,12 +191,13 @@ fn echo(binds: Vec<SocketAddr>, workers: Option<usize>) -> ExitCode {
                 }
             }
         }
-        shutdown_signal().await;
+        stop_signal().await;
         ExitCode::SUCCESS
     })
 }
 
-async fn shutdown_signal() {
+/// SIGTERM or SIGINT.
+async fn stop_signal() {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler installs");
     tokio::select! {

@@ -1,24 +1,36 @@
-//! Listeners and their accept loops.
+//! The running proxy: its listeners and their accept loops, the current
+//! snapshot behind one `ArcSwap`, applying a new configuration in place,
+//! and graceful shutdown.
 
+use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use tokio::net::TcpListener;
-use tracing::{error, info};
+use tokio::sync::watch;
+use tokio::task::AbortHandle;
+use tracing::{error, info, warn};
 
 use crate::config::Config;
 use crate::connection::{self, Accepted};
 use crate::health::HealthChecks;
+use crate::metrics::Metrics;
+use crate::relay::CLOSE_GRACE;
+use crate::reload::ReloadError;
+use crate::shutdown::{Drain, Tracker};
 use crate::snapshot::{Registry, Snapshot};
+use crate::{admin, reload};
 
 /// A listener that could not be bound.
 #[derive(Debug, thiserror::Error)]
 #[error("listener {name}: cannot bind {addr}: {source}")]
 pub struct BindError {
-    /// The listener's name.
+    /// The listener's name (`admin` for the admin listener).
     pub name: String,
     /// The address it asked for.
     pub addr: SocketAddr,
@@ -26,81 +38,233 @@ pub struct BindError {
     pub source: io::Error,
 }
 
-/// The proxy with its listeners bound, ready to run.
+/// The running proxy. Cloning gives another handle to the same proxy.
+#[derive(Clone)]
 pub struct Server {
-    current: Arc<ArcSwap<Snapshot>>,
-    listeners: Vec<(Arc<str>, TcpListener)>,
-    registry: Arc<Registry>,
+    shared: Arc<Shared>,
+}
+
+/// What every part of the running proxy shares.
+pub struct Shared {
+    /// The snapshot new connections use.
+    pub current: ArcSwap<Snapshot>,
+    /// Live backend state, outliving snapshots.
+    pub registry: Registry,
+    /// Open connections, from accept to close.
+    pub tracker: Arc<Tracker>,
+    /// Announces graceful shutdown to every connection.
+    pub shutdown: watch::Sender<Option<Drain>>,
+    /// `/readyz` answers 200 while this is true.
+    pub ready: AtomicBool,
+    /// The file reloads read; `None` for the built-in demo configuration.
+    pub config_path: Option<PathBuf>,
+    /// Where the admin listener is bound, if there is one.
+    pub admin_addr: Option<SocketAddr>,
+    /// Serialises reloads: one at a time, each against the last.
+    pub reload_lock: tokio::sync::Mutex<()>,
+    /// Counters and histograms; kept only when there is an admin listener
+    /// to expose them.
+    pub metrics: Option<Arc<Metrics>>,
+    /// Accept loops by configured bind address.
+    listeners: Mutex<HashMap<SocketAddr, Bound>>,
+    health: Mutex<HealthChecks>,
+}
+
+/// A bound listener and its accept loop.
+struct Bound {
+    local: SocketAddr,
+    task: AbortHandle,
 }
 
 impl Server {
-    /// Binds every listener of `config`. Binding happens before anything is
-    /// served, so a port conflict is reported at start, not at first use.
-    pub async fn bind(config: Config) -> Result<Server, BindError> {
-        let mut listeners = Vec::with_capacity(config.listeners.len());
+    /// Binds every listener (and the admin listener) of `config`, then
+    /// starts serving. Binding comes first, so a port conflict is reported
+    /// at start, not at first use. `config_path` is the file reloads read.
+    pub async fn start(config: Config, config_path: Option<PathBuf>) -> Result<Server, BindError> {
+        let mut sockets = Vec::with_capacity(config.listeners.len());
         for l in &config.listeners {
-            let socket = TcpListener::bind(l.bind)
-                .await
-                .map_err(|source| BindError {
-                    name: l.name.clone(),
-                    addr: l.bind,
-                    source,
-                })?;
-            listeners.push((Arc::from(l.name.as_str()), socket));
+            sockets.push((l.bind, bind(&l.name, l.bind).await?));
         }
-        let registry = Arc::new(Registry::default());
-        let snapshot = Arc::new(Snapshot::new(config, 1, &registry));
-        Ok(Server {
-            current: Arc::new(ArcSwap::from(snapshot)),
-            listeners,
+        let admin = match &config.admin {
+            Some(a) => Some(bind("admin", a.bind).await?),
+            None => None,
+        };
+        let registry = Registry::default();
+        let snapshot = Snapshot::new(config, 1, &registry);
+        let shared = Arc::new(Shared {
+            current: ArcSwap::from_pointee(snapshot),
             registry,
-        })
-    }
-
-    /// The address a listener is bound to (useful with port 0).
-    pub fn local_addr(&self, name: &str) -> Option<SocketAddr> {
-        self.listeners
-            .iter()
-            .find(|(n, _)| &**n == name)
-            .and_then(|(_, l)| l.local_addr().ok())
-    }
-
-    /// Live backend state, shared with every snapshot this server builds.
-    pub fn registry(&self) -> Arc<Registry> {
-        self.registry.clone()
-    }
-
-    /// Serves until `shutdown` completes.
-    pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) {
-        let _health = HealthChecks::start(&self.current.load());
-        let _registry = self.registry;
-        let mut tasks = tokio::task::JoinSet::new();
-        for (name, listener) in self.listeners {
-            if let Ok(addr) = listener.local_addr() {
-                info!(listener = %name, %addr, "listening");
-            }
-            tasks.spawn(accept_loop(name, listener, self.current.clone()));
+            tracker: Arc::default(),
+            shutdown: watch::Sender::new(None),
+            ready: AtomicBool::new(false),
+            config_path,
+            admin_addr: admin.as_ref().and_then(|a| a.local_addr().ok()),
+            reload_lock: tokio::sync::Mutex::new(()),
+            metrics: admin.is_some().then(|| Arc::new(Metrics::new())),
+            listeners: Mutex::default(),
+            health: Mutex::default(),
+        });
+        for (bind, socket) in sockets {
+            shared.spawn_accept(bind, socket);
         }
-        shutdown.await;
-        tasks.abort_all();
+        *shared.health.lock().expect("not poisoned") = HealthChecks::start(&shared.current.load());
+        if let Some(socket) = admin {
+            tokio::spawn(admin::serve(socket, shared.clone()));
+        }
+        shared.ready.store(true, Ordering::Release);
+        info!(version = 1, "configuration loaded");
+        Ok(Server { shared })
+    }
+
+    /// The address the listener named `name` is bound to (useful with
+    /// port 0).
+    pub fn local_addr(&self, name: &str) -> Option<SocketAddr> {
+        let snapshot = self.shared.current.load();
+        let bind = snapshot
+            .config
+            .listeners
+            .iter()
+            .find(|l| l.name == name)?
+            .bind;
+        let listeners = self.shared.listeners.lock().expect("not poisoned");
+        listeners.get(&bind).map(|b| b.local)
+    }
+
+    /// Where the admin listener is bound.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.shared.admin_addr
+    }
+
+    /// What the parts of this proxy share.
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    /// Reloads the configuration file (see [`reload::reload`]).
+    pub async fn reload(&self) -> Result<u64, ReloadError> {
+        reload::reload(&self.shared).await
+    }
+
+    /// Serves until `until` completes, then shuts down gracefully.
+    pub async fn run(self, until: impl std::future::Future<Output = ()>) {
+        until.await;
+        self.shutdown().await;
+    }
+
+    /// Graceful shutdown: stop accepting and report not ready, let open
+    /// connections run until the drain closes them (spread over the last
+    /// quarter of `drain_timeout`), and return as soon as none is left.
+    pub async fn shutdown(&self) {
+        let shared = &self.shared;
+        shared.ready.store(false, Ordering::Release);
+        for (_, bound) in shared.listeners.lock().expect("not poisoned").drain() {
+            bound.task.abort();
+        }
+        *shared.health.lock().expect("not poisoned") = HealthChecks::default();
+        let timeout = shared.current.load().config.drain_timeout;
+        shared.shutdown.send_replace(Some(Drain::now(timeout)));
+        let open = shared.tracker.open();
+        info!(open, drain_timeout = ?timeout, "shutting down: draining open connections");
+        // A drained connection gets its close by the end of the drain and
+        // then at most the close grace; past that, nothing is waited for.
+        let limit = timeout + CLOSE_GRACE + Duration::from_secs(1);
+        if tokio::time::timeout(limit, shared.tracker.wait_idle())
+            .await
+            .is_err()
+        {
+            warn!(
+                open = shared.tracker.open(),
+                "drain ended with connections still open"
+            );
+        }
     }
 }
 
-async fn accept_loop(name: Arc<str>, listener: TcpListener, current: Arc<ArcSwap<Snapshot>>) {
+impl Shared {
+    /// Starts the accept loop of a listener bound for configured `bind`.
+    fn spawn_accept(self: &Arc<Self>, bind: SocketAddr, socket: TcpListener) {
+        let local = socket.local_addr().unwrap_or(bind);
+        info!(%bind, %local, "listening");
+        let task = tokio::spawn(accept_loop(bind, socket, self.clone()));
+        let mut listeners = self.listeners.lock().expect("not poisoned");
+        listeners.insert(
+            bind,
+            Bound {
+                local,
+                task: task.abort_handle(),
+            },
+        );
+    }
+
+    /// Makes `config` the running configuration: binds its new listeners
+    /// (failing whole if one cannot be bound), swaps the snapshot, stops
+    /// listeners it no longer has, restarts health checks and drains
+    /// removed backends. Returns the new version.
+    pub async fn apply(self: &Arc<Self>, config: Config) -> Result<u64, BindError> {
+        let mut fresh = Vec::new();
+        {
+            let known: Vec<SocketAddr> = self
+                .listeners
+                .lock()
+                .expect("not poisoned")
+                .keys()
+                .copied()
+                .collect();
+            for l in config.listeners.iter().filter(|l| !known.contains(&l.bind)) {
+                fresh.push((l.bind, bind(&l.name, l.bind).await?));
+            }
+        }
+        let version = self.current.load().version + 1;
+        let drain = Drain::now(config.drain_timeout);
+        let snapshot = Arc::new(Snapshot::new(config, version, &self.registry));
+        self.current.store(snapshot.clone());
+        for (bind, socket) in fresh {
+            self.spawn_accept(bind, socket);
+        }
+        {
+            let mut listeners = self.listeners.lock().expect("not poisoned");
+            listeners.retain(|bind, bound| {
+                let keep = snapshot.listener(*bind).is_some();
+                if !keep {
+                    info!(%bind, "listener removed; its open connections continue");
+                    bound.task.abort();
+                }
+                keep
+            });
+        }
+        *self.health.lock().expect("not poisoned") = HealthChecks::start(&snapshot);
+        for (pool, addr) in self.registry.drain_removed(&snapshot.config, drain) {
+            info!(%pool, backend = %addr, drain_timeout = ?drain.timeout, "backend removed: draining");
+        }
+        Ok(version)
+    }
+}
+
+async fn bind(name: &str, addr: SocketAddr) -> Result<TcpListener, BindError> {
+    TcpListener::bind(addr).await.map_err(|source| BindError {
+        name: name.to_string(),
+        addr,
+        source,
+    })
+}
+
+async fn accept_loop(bind: SocketAddr, listener: TcpListener, shared: Arc<Shared>) {
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
                 let accepted = Accepted {
                     peer,
-                    listener: name.clone(),
-                    snapshot: current.load_full(),
+                    bind,
+                    snapshot: shared.current.load_full(),
+                    guard: shared.tracker.enter(),
+                    shared: shared.clone(),
                 };
                 tokio::spawn(connection::serve(stream, accepted));
             }
             Err(e) => {
                 // Out of file descriptors and similar: back off briefly rather
                 // than spin on an error that will repeat at once.
-                error!(listener = %name, error = %e, "accept failed");
+                error!(%bind, error = %e, "accept failed");
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }

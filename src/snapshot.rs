@@ -2,13 +2,17 @@
 //! [`Config`], read once per connection. Live backend state lives outside it
 //! so that it survives a reload.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use tokio::sync::watch;
 
 use crate::balance::{BackendState, PoolBalancer};
 use crate::config::{self, Config};
 use crate::route::RouteTable;
+use crate::shutdown::{Drain, DrainSignal};
 
 /// Everything a new connection needs to be routed, built once per
 /// configuration load.
@@ -16,6 +20,8 @@ use crate::route::RouteTable;
 pub struct Snapshot {
     /// Bumped on every successful load; the first is 1.
     pub version: u64,
+    /// When this configuration was loaded.
+    pub loaded_at: SystemTime,
     /// The validated configuration this was built from.
     pub config: Config,
     /// Route lookup over `config.routes`.
@@ -58,6 +64,7 @@ impl Snapshot {
             .collect();
         Snapshot {
             version,
+            loaded_at: SystemTime::now(),
             config,
             routes,
             route_pool,
@@ -66,43 +73,113 @@ impl Snapshot {
         }
     }
 
-    /// The listener named `name`, with its index.
-    pub fn listener(&self, name: &str) -> Option<(usize, &config::Listener)> {
+    /// The listener configured to bind `bind`, with its index. Listeners
+    /// are matched by address, not name, so a reload that renames one
+    /// keeps its socket.
+    pub fn listener(&self, bind: SocketAddr) -> Option<(usize, &config::Listener)> {
         self.config
             .listeners
             .iter()
             .enumerate()
-            .find(|(_, l)| l.name == name)
+            .find(|(_, l)| l.bind == bind)
     }
 }
 
 /// Live backend state by pool name and address. A snapshot borrows the
 /// states of its pools from here, so that active counts and health carry
 /// over to the next snapshot for every backend both configurations have.
+/// A backend a reload removes stays here, draining, until its last
+/// connection ends.
 #[derive(Debug, Default)]
 pub struct Registry {
-    states: Mutex<HashMap<(String, SocketAddr), Arc<BackendState>>>,
+    entries: Mutex<HashMap<(String, SocketAddr), Entry>>,
+}
+
+#[derive(Debug)]
+struct Entry {
+    state: Arc<BackendState>,
+    drain: watch::Sender<Option<Drain>>,
+}
+
+impl Entry {
+    fn new(addr: SocketAddr) -> Entry {
+        Entry {
+            state: Arc::new(BackendState::new(addr)),
+            drain: watch::Sender::new(None),
+        }
+    }
 }
 
 impl Registry {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(String, SocketAddr), Entry>> {
+        self.entries
+            .lock()
+            .expect("registry lock is never poisoned")
+    }
+
     /// The states of `pool`'s backends, in its order; new backends get a
-    /// fresh state.
+    /// fresh state, and a draining one that came back stops draining for
+    /// new connections.
     pub fn states_for(&self, pool: &config::Pool) -> Vec<Arc<BackendState>> {
-        let mut states = self.states.lock().expect("registry lock is never poisoned");
+        let mut entries = self.lock();
         pool.backends
             .iter()
             .map(|b| {
-                states
-                    .entry((pool.name.clone(), b.addr))
-                    .or_insert_with(|| Arc::new(BackendState::new(b.addr)))
-                    .clone()
+                let key = (pool.name.clone(), b.addr);
+                let entry = entries.entry(key).or_insert_with(|| Entry::new(b.addr));
+                if entry.state.is_draining() {
+                    entry.state.set_draining(false);
+                    entry.drain = watch::Sender::new(None);
+                }
+                entry.state.clone()
             })
             .collect()
     }
 
     /// The live state of `addr` in pool `pool`, if a snapshot ever had it.
     pub fn get(&self, pool: &str, addr: SocketAddr) -> Option<Arc<BackendState>> {
-        let states = self.states.lock().expect("registry lock is never poisoned");
-        states.get(&(pool.to_string(), addr)).cloned()
+        self.lock()
+            .get(&(pool.to_string(), addr))
+            .map(|e| e.state.clone())
+    }
+
+    /// Announces a drain of backend `addr` of `pool` to its connections.
+    pub fn drain_signal(&self, pool: &str, addr: SocketAddr) -> DrainSignal {
+        match self.lock().get(&(pool.to_string(), addr)) {
+            Some(entry) => entry.drain.subscribe(),
+            None => watch::Sender::new(None).subscribe(),
+        }
+    }
+
+    /// Drains every backend `config` no longer has, and forgets drained
+    /// backends whose connections have all ended. Returns the backends
+    /// that started draining now.
+    pub fn drain_removed(&self, config: &Config, drain: Drain) -> Vec<(String, SocketAddr)> {
+        let kept: HashSet<(&str, SocketAddr)> = config
+            .pools
+            .iter()
+            .flat_map(|p| p.backends.iter().map(move |b| (p.name.as_str(), b.addr)))
+            .collect();
+        let mut entries = self.lock();
+        entries.retain(|_, e| !(e.state.is_draining() && e.state.active() == 0));
+        let mut started = Vec::new();
+        for ((pool, addr), entry) in entries.iter() {
+            if kept.contains(&(pool.as_str(), *addr)) || entry.state.is_draining() {
+                continue;
+            }
+            entry.state.set_draining(true);
+            entry.drain.send_replace(Some(drain));
+            started.push((pool.clone(), *addr));
+        }
+        started
+    }
+
+    /// Backends of `pool` that are draining, with their live state.
+    pub fn draining(&self, pool: &str) -> Vec<Arc<BackendState>> {
+        self.lock()
+            .iter()
+            .filter(|((p, _), e)| p == pool && e.state.is_draining())
+            .map(|(_, e)| e.state.clone())
+            .collect()
     }
 }

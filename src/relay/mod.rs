@@ -28,6 +28,7 @@ use tokio::time::{Instant, Sleep};
 use crate::close::{CloseCode, CloseInfo, Initiator};
 use crate::config::Limits;
 use crate::frame::{close_frame, ping_frame, MAX_CONTROL_FRAME_LEN};
+use crate::metrics::Meter;
 use state::{Direction, DirectionState, Rules, Step, Violation, PING_TOKEN_LEN};
 
 /// The per-thread read buffer. 64 KiB lets one read carry several 16 KiB
@@ -75,21 +76,42 @@ pub struct End {
     pub backend_to_client: Counts,
 }
 
-/// Relays until the connection closes, then closes both sockets.
+/// Resolves to the moment a drain wants this connection closed.
+pub type Stop = Pin<Box<dyn Future<Output = Instant> + Send>>;
+
+/// Relays until the connection closes, then closes both sockets. When
+/// `stop` resolves, the connection is closed with 1001 at the moment it
+/// names. Traffic is reported to `meter` now and then and at the end.
 pub async fn run<C>(
     mut client: C,
     client_pre: Bytes,
     mut backend: TcpStream,
     backend_pre: Bytes,
     settings: Settings,
+    stop: Stop,
+    meter: Option<Meter>,
 ) -> End
 where
     C: AsyncRead + AsyncWrite + Unpin,
 {
-    let mut relay = Relay::new(settings, &client_pre, &backend_pre);
+    let started = Instant::now();
+    let mut relay = Relay::new(settings, &client_pre, &backend_pre, stop, meter);
     poll_fn(|cx| relay.poll(cx, &mut client, &mut backend)).await;
-    relay.end()
+    let end = relay.end();
+    if let Some(meter) = relay.meter.take() {
+        meter.closed(
+            end.close,
+            end.client_to_backend,
+            end.backend_to_client,
+            started.elapsed(),
+        );
+    }
+    end
 }
+
+/// How often a connection with traffic adds its counts to the shared
+/// metrics; between flushes it counts alone.
+const FLUSH_INTERVAL: Duration = Duration::from_secs(1);
 
 /// A frame the proxy writes into one direction.
 struct Inject {
@@ -450,10 +472,23 @@ struct Relay {
     close: Option<CloseInfo>,
     /// The grace period ran out.
     expired: bool,
+    /// Pending until a drain covers this connection.
+    stop: Option<Stop>,
+    /// When a drain wants this connection closed.
+    drain_at: Option<Instant>,
+    meter: Option<Meter>,
+    /// When the counts are next added to the metrics (set by traffic).
+    flush_at: Option<Instant>,
 }
 
 impl Relay {
-    fn new(settings: Settings, client_pre: &[u8], backend_pre: &[u8]) -> Relay {
+    fn new(
+        settings: Settings,
+        client_pre: &[u8],
+        backend_pre: &[u8],
+        stop: Stop,
+        meter: Option<Meter>,
+    ) -> Relay {
         let rules = Rules {
             max_frame_bytes: settings.limits.max_frame_bytes,
             max_message_bytes: settings.limits.max_message_bytes,
@@ -476,6 +511,10 @@ impl Relay {
             closing_since: None,
             close: None,
             expired: false,
+            stop: Some(stop),
+            drain_at: None,
+            meter,
+            flush_at: None,
         };
         let next = relay.next_deadline();
         relay.arm(next);
@@ -510,6 +549,13 @@ impl Relay {
                 acted = true;
             }
             self.observe();
+            if let Some(stop) = &mut self.stop {
+                if let Poll::Ready(at) = stop.as_mut().poll(cx) {
+                    self.drain_at = Some(at);
+                    self.stop = None;
+                    acted = true;
+                }
+            }
             acted |= self.shut_finished_sides(cx, client, backend);
             if self.is_done() {
                 return Poll::Ready(());
@@ -545,6 +591,9 @@ impl Relay {
             if c2b != self.seen_c2b {
                 self.last_client_activity = now;
                 self.ping_sent = None;
+            }
+            if self.meter.is_some() && self.flush_at.is_none() {
+                self.flush_at = Some(now + FLUSH_INTERVAL);
             }
             self.seen_c2b = c2b;
             self.seen_b2c = b2c;
@@ -623,10 +672,20 @@ impl Relay {
 
     fn on_timer(&mut self) {
         let now = Instant::now();
+        if self.flush_at.is_some_and(|at| now >= at) {
+            self.flush_at = None;
+            if let Some(meter) = &mut self.meter {
+                meter.flush(self.c2b.counts(), self.b2c.counts());
+            }
+        }
         if let Some(since) = self.closing_since {
             if now >= since + CLOSE_GRACE {
                 self.expired = true;
             }
+            return;
+        }
+        if self.drain_at.is_some_and(|at| now >= at) {
+            self.close_both(CloseCode::GOING_AWAY, "draining");
             return;
         }
         if now >= self.last_activity + self.limits.idle_timeout {
@@ -661,16 +720,25 @@ impl Relay {
     }
 
     fn next_deadline(&self) -> Instant {
-        if let Some(since) = self.closing_since {
-            return since + CLOSE_GRACE;
-        }
-        let mut next = self.last_activity + self.limits.idle_timeout;
-        if !self.limits.ping_interval.is_zero() {
-            let ping = match self.ping_sent {
-                Some(sent) => sent + self.limits.ping_timeout,
-                None => self.last_client_activity + self.limits.ping_interval,
-            };
-            next = next.min(ping);
+        let mut next = match self.closing_since {
+            Some(since) => since + CLOSE_GRACE,
+            None => {
+                let mut next = self.last_activity + self.limits.idle_timeout;
+                if let Some(at) = self.drain_at {
+                    next = next.min(at);
+                }
+                if !self.limits.ping_interval.is_zero() {
+                    let ping = match self.ping_sent {
+                        Some(sent) => sent + self.limits.ping_timeout,
+                        None => self.last_client_activity + self.limits.ping_interval,
+                    };
+                    next = next.min(ping);
+                }
+                next
+            }
+        };
+        if let Some(at) = self.flush_at {
+            next = next.min(at);
         }
         next
     }

@@ -32,8 +32,8 @@ pub async fn within<F: Future>(fut: F) -> F::Output {
 /// A running proxy; stops when dropped.
 pub struct Proxy {
     addrs: Vec<(String, SocketAddr)>,
-    /// The proxy's live backend state.
-    pub registry: Arc<wsgate::snapshot::Registry>,
+    /// The running proxy's shared parts (live state, metrics).
+    pub shared: Arc<wsgate::server::Shared>,
     stop: Option<oneshot::Sender<()>>,
 }
 
@@ -57,7 +57,7 @@ impl Proxy {
     /// Waits (bounded) until backend `addr` of pool `pool` has `n` active
     /// connections in the proxy's own count.
     pub async fn wait_active(&self, pool: &str, addr: SocketAddr, n: u32) {
-        let state = self.registry.get(pool, addr).expect("backend known");
+        let state = self.shared.registry.get(pool, addr).expect("backend known");
         for _ in 0..1000 {
             if state.active() == n {
                 return;
@@ -86,19 +86,19 @@ pub async fn start_proxy_in(toml: &str, base: &Path) -> Proxy {
         Err(e) => panic!("test configuration invalid: {e}\n{toml}"),
     };
     let names: Vec<String> = config.listeners.iter().map(|l| l.name.clone()).collect();
-    let server = Server::bind(config).await.expect("binds");
+    let server = Server::start(config, None).await.expect("binds");
     let addrs = names
         .iter()
         .map(|n| (n.clone(), server.local_addr(n).unwrap()))
         .collect();
-    let registry = server.registry();
+    let shared = server.shared().clone();
     let (stop, stopped) = oneshot::channel::<()>();
     tokio::spawn(server.run(async move {
         let _ = stopped.await;
     }));
     Proxy {
         addrs,
-        registry,
+        shared,
         stop: Some(stop),
     }
 }

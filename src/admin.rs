@@ -1,0 +1,171 @@
+//! The admin listener (contract, "Admin listener"): liveness, readiness,
+//! metrics, status and reload, over plain HTTP/1.1. Bind it to loopback or
+//! a private interface: it can reload the configuration.
+
+use std::convert::Infallible;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use serde_json::json;
+use tokio::net::TcpListener;
+use tracing::{debug, info};
+
+use crate::config::{Balance, HostPattern};
+use crate::server::Shared;
+
+/// Serves admin requests on `listener` until the process ends.
+pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
+    if let Ok(addr) = listener.local_addr() {
+        info!(%addr, "admin listening");
+    }
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |req| {
+                let shared = shared.clone();
+                async move { Ok::<_, Infallible>(answer(req, &shared).await) }
+            });
+            if let Err(e) = http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await
+            {
+                debug!(error = %e, "admin connection ended");
+            }
+        });
+    }
+}
+
+async fn answer(req: Request<Incoming>, shared: &Arc<Shared>) -> Response<Full<Bytes>> {
+    match (req.method(), req.uri().path()) {
+        (&Method::GET, "/healthz") => text(StatusCode::OK, "ok\n"),
+        (&Method::GET, "/readyz") => {
+            if shared.ready.load(Ordering::Acquire) {
+                text(StatusCode::OK, "ready\n")
+            } else {
+                text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "not ready: shutting down\n",
+                )
+            }
+        }
+        (&Method::GET, "/metrics") => match &shared.metrics {
+            Some(metrics) => Response::builder()
+                .header("content-type", "text/plain; version=0.0.4; charset=utf-8")
+                .body(Full::new(Bytes::from(
+                    metrics.render(&shared.current.load(), &shared.registry),
+                )))
+                .expect("static headers are valid"),
+            None => text(StatusCode::NOT_FOUND, "metrics are off\n"),
+        },
+        (&Method::GET, "/status") => json_response(StatusCode::OK, status(shared)),
+        (&Method::POST, "/reload") => match crate::reload::reload(shared).await {
+            Ok(version) => json_response(StatusCode::OK, json!({ "version": version })),
+            Err(e) => json_response(StatusCode::BAD_REQUEST, json!({ "errors": e.messages() })),
+        },
+        (_, "/healthz" | "/readyz" | "/metrics" | "/status" | "/reload") => {
+            text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n")
+        }
+        _ => text(
+            StatusCode::NOT_FOUND,
+            "not found: try /healthz, /readyz, /metrics, /status or POST /reload\n",
+        ),
+    }
+}
+
+/// `/status`: the running configuration and the live state of its backends.
+fn status(shared: &Shared) -> serde_json::Value {
+    let snapshot = shared.current.load();
+    let config = &snapshot.config;
+    let now = std::time::Instant::now();
+    let listeners: Vec<_> = config
+        .listeners
+        .iter()
+        .map(|l| json!({ "name": l.name, "bind": l.bind.to_string(), "tls": l.tls.is_some() }))
+        .collect();
+    let routes: Vec<_> = config
+        .routes
+        .iter()
+        .map(|r| {
+            let host = r.host.as_ref().map(|h| match h {
+                HostPattern::Exact(name) => name.clone(),
+                HostPattern::Suffix(suffix) => format!("*{suffix}"),
+            });
+            json!({ "listener": r.listener, "host": host, "path_prefix": r.path_prefix, "pool": r.pool })
+        })
+        .collect();
+    let pools: Vec<_> = config
+        .pools
+        .iter()
+        .zip(&snapshot.balancers)
+        .map(|(pool, balancer)| {
+            let mut backends: Vec<_> = pool
+                .backends
+                .iter()
+                .enumerate()
+                .filter_map(|(i, b)| {
+                    let state = balancer.backend(i)?;
+                    Some(json!({
+                        "addr": b.addr.to_string(),
+                        "weight": b.weight,
+                        "max_connections": b.max_connections,
+                        "up": state.is_up(now),
+                        "draining": state.is_draining(),
+                        "active": state.active(),
+                    }))
+                })
+                .collect();
+            for state in shared.registry.draining(&pool.name) {
+                backends.push(json!({
+                    "addr": state.addr().to_string(),
+                    "weight": null,
+                    "up": state.is_up(now),
+                    "draining": true,
+                    "active": state.active(),
+                }));
+            }
+            let balance = match pool.balance {
+                Balance::LeastConnections => "least_connections",
+                Balance::Sticky => "sticky",
+            };
+            json!({ "name": pool.name, "balance": balance, "backends": backends })
+        })
+        .collect();
+    let loaded_at = humantime::format_rfc3339_seconds(snapshot.loaded_at).to_string();
+    json!({
+        "version": snapshot.version,
+        "loaded_at": loaded_at,
+        "ready": shared.ready.load(Ordering::Acquire),
+        "connections_open": shared.tracker.open(),
+        "listeners": listeners,
+        "routes": routes,
+        "pools": pools,
+    })
+}
+
+fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
+    Response::builder()
+        .status(status)
+        .header("content-type", "text/plain; charset=utf-8")
+        .body(Full::new(Bytes::from_static(body.as_bytes())))
+        .expect("static headers are valid")
+}
+
+fn json_response(status: StatusCode, value: serde_json::Value) -> Response<Full<Bytes>> {
+    let mut body = value.to_string();
+    body.push('\n');
+    Response::builder()
+        .status(status)
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(body)))
+        .expect("static headers are valid")
+}
