@@ -75,8 +75,8 @@ impl fmt::Display for Initiator {
 /// How one relayed connection ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct CloseInfo {
-    /// The first close code of the connection: the one in the first close
-    /// frame seen or sent, or [`CloseCode::ABNORMAL`] when a side vanished.
+    /// The code the connection ended with, as counted in
+    /// `wsgate_closes_total{code}`.
     pub code: CloseCode,
     /// Who started the close.
     pub initiator: Initiator,

@@ -4,11 +4,11 @@
 //! it to [`DirectionState::advance`] until the chunk is used up. The state
 //! parses frame headers (RFC 6455 section 5.2) as they go by, enforces the
 //! contract's rules on each one before any byte of that frame is written,
-//! and otherwise lets payload stream through untouched: it is never copied
-//! or unmasked. Only three things are ever held, each at most
-//! [`MAX_HEADER_LEN`] bytes: a header split across reads, a pong that may be
-//! the answer to the proxy's own ping, and the first two bytes of a close
-//! payload (the status code). No allocation, no I/O, no clock.
+//! and otherwise lets payload stream through untouched. Only three things
+//! are ever copied or unmasked, each at most [`MAX_HEADER_LEN`] bytes: a
+//! header split across reads, a pong that may be the answer to the proxy's
+//! own ping, and the first two bytes of a close payload (the status code).
+//! No allocation, no I/O, no clock.
 //!
 //! A relay loop, with a `Vec` standing in for the other side's socket:
 //!
@@ -91,7 +91,7 @@ impl Direction {
 /// of a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Rules {
-    /// The largest payload one frame may announce.
+    /// The largest payload one frame may announce, control frames included.
     pub max_frame_bytes: u64,
     /// The largest sum of the payload lengths of one message's frames, as
     /// they are on the wire (compressed, when deflate is on).
@@ -348,7 +348,9 @@ impl DirectionState {
     /// proxy may insert a frame of its own here: control frames may come
     /// between the fragments of a message, but never inside a frame (RFC
     /// 6455 section 5.4). A header or pong still held does not count, as
-    /// none of it has been written.
+    /// none of it has been written. This is about framing only: once a
+    /// close has passed ([`close_code`](Self::close_code)), nothing more may
+    /// follow it (RFC 6455 section 5.5.1).
     pub fn at_frame_boundary(&self) -> bool {
         let inside_frame = match self.phase {
             Phase::Payload { .. } => true,
@@ -452,6 +454,9 @@ impl DirectionState {
                     }
                     if self.is_pong_candidate(&header) {
                         let total = header.header_len() + PING_TOKEN_LEN;
+                        // Whole and someone else's: it passes like any
+                        // frame. The proxy's own, or one not yet whole,
+                        // cannot share a step with the frames before it.
                         match rest.get(..total) {
                             Some(frame) if !self.is_proxy_pong(frame, header.mask) => {}
                             _ if pos > 0 => break,
