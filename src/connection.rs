@@ -24,7 +24,7 @@ use crate::handshake::{self, FirstByte, ReadHeadError, Reject, Rewind};
 use crate::metrics::ConnectionLabels;
 use crate::server::Shared;
 use crate::shutdown::{self, Guard};
-use crate::snapshot::Snapshot;
+use crate::snapshot::{ListenerKey, Snapshot};
 use crate::upstream::{self, Offer, UpstreamError};
 use crate::{affinity, balance, relay, tls};
 
@@ -32,8 +32,8 @@ use crate::{affinity, balance, relay, tls};
 pub struct Accepted {
     /// The client's address.
     pub peer: SocketAddr,
-    /// The listener's configured address, its key in the snapshot.
-    pub bind: SocketAddr,
+    /// The listener it arrived on, its key in the snapshot.
+    pub listener: ListenerKey,
     /// The snapshot current when the connection was accepted; the
     /// connection keeps it (routes, limits, backend) for its whole life.
     pub snapshot: Arc<Snapshot>,
@@ -64,7 +64,7 @@ struct AccessInfo {
 /// Serves one accepted TCP connection to its end.
 pub async fn serve(stream: TcpStream, accepted: Accepted) {
     let snapshot = accepted.snapshot.clone();
-    let Some((index, listener)) = snapshot.listener(accepted.bind) else {
+    let Some((index, listener)) = snapshot.listener(&accepted.listener) else {
         // A reload removed the listener between accept and now.
         return;
     };
@@ -336,6 +336,18 @@ where
                 Ok(upgraded) => upgraded,
                 Err(e) => {
                     debug!(%peer, error = %e, "client upgrade failed after the 101");
+                    if let Some(meter) = meter {
+                        let vanished = crate::close::CloseInfo {
+                            code: crate::close::CloseCode::GOING_AWAY,
+                            initiator: crate::close::Initiator::Client,
+                        };
+                        meter.closed(
+                            vanished,
+                            Default::default(),
+                            Default::default(),
+                            relay_started.elapsed(),
+                        );
+                    }
                     return;
                 }
             };

@@ -132,6 +132,10 @@ fn runtime(workers: Option<usize>) -> tokio::runtime::Runtime {
 
 fn run(config: Config, path: Option<PathBuf>, workers: Option<usize>, with_echo: bool) -> ExitCode {
     runtime(workers).block_on(async move {
+        // Handlers first: a signal that arrives once the listeners are up
+        // must find them installed, not the default action.
+        let mut stops = StopSignals::install();
+        let hangups = reload::Hangups::install();
         if with_echo {
             let addrs: Vec<SocketAddr> = config
                 .pools
@@ -158,18 +162,18 @@ fn run(config: Config, path: Option<PathBuf>, workers: Option<usize>, with_echo:
                 return ExitCode::FAILURE;
             }
         };
-        tokio::spawn(reload::on_sighup(server.shared().clone()));
+        tokio::spawn(reload::on_sighup(hangups, server.shared().clone()));
         if watch {
-            tokio::spawn(reload::watch_file(server.shared().clone()));
+            reload::watch_file(server.shared().clone());
         }
-        stop_signal().await;
-        info!("stop signal: shutting down gracefully; a second signal exits at once");
+        stops.next().await;
+        info!("stop signal received; a second one exits at once");
         tokio::select! {
             _ = server.shutdown() => {
                 info!("stopped");
                 ExitCode::SUCCESS
             }
-            _ = stop_signal() => {
+            _ = stops.next() => {
                 warn!("second stop signal: exiting now");
                 std::process::exit(1);
             }
@@ -191,17 +195,30 @@ fn echo(binds: Vec<SocketAddr>, workers: Option<usize>) -> ExitCode {
                 }
             }
         }
-        stop_signal().await;
+        StopSignals::install().next().await;
         ExitCode::SUCCESS
     })
 }
 
-/// SIGTERM or SIGINT.
-async fn stop_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler installs");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
+/// SIGTERM and SIGINT, listened for from the moment they are installed.
+struct StopSignals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    fn install() -> StopSignals {
+        use tokio::signal::unix::{signal, SignalKind};
+        StopSignals {
+            term: signal(SignalKind::terminate()).expect("SIGTERM handler installs"),
+            int: signal(SignalKind::interrupt()).expect("SIGINT handler installs"),
+        }
+    }
+
+    async fn next(&mut self) {
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
+        }
     }
 }

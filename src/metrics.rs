@@ -119,7 +119,7 @@ impl Metrics {
             tls_failures: Family::default(),
             // 0.5 ms .. ~16 s: a loopback upgrade to a slow backend's timeout.
             handshake_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
-            // 1 s .. ~9 days: WebSocket connections live for hours.
+            // 1 s .. 4^10 s (about 12 days): WebSocket connections live for hours.
             connection_seconds: Histogram::new(exponential_buckets(1.0, 4.0, 11)),
         };
         let mut registry = Registry::default();
@@ -156,7 +156,7 @@ impl Metrics {
         );
         registry.register(
             "wsgate_backend_up",
-            "1 when the backend takes new connections (up by health), else 0",
+            "1 while health checks and passive marks consider the backend up, else 0",
             m.backend_up.clone(),
         );
         registry.register(

@@ -72,15 +72,28 @@ async fn apply_file(shared: &Arc<Shared>) -> Result<u64, ReloadError> {
     shared.apply(config).await.map_err(ReloadError::Bind)
 }
 
-/// Reloads on every SIGHUP until the process ends.
-pub async fn on_sighup(shared: Arc<Shared>) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut hangups = match signal(SignalKind::hangup()) {
-        Ok(s) => s,
-        Err(e) => {
-            warn!(error = %e, "cannot listen for SIGHUP; reload by file or POST /reload");
-            return;
+/// SIGHUP, listened for from the moment it is installed.
+pub struct Hangups(Option<tokio::signal::unix::Signal>);
+
+impl Hangups {
+    /// Installs the handler; a failure is logged and leaves reloads to the
+    /// file watcher and `POST /reload`.
+    pub fn install() -> Hangups {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::hangup()) {
+            Ok(s) => Hangups(Some(s)),
+            Err(e) => {
+                warn!(error = %e, "cannot listen for SIGHUP; reload by file or POST /reload");
+                Hangups(None)
+            }
         }
+    }
+}
+
+/// Reloads on every SIGHUP until the process ends.
+pub async fn on_sighup(hangups: Hangups, shared: Arc<Shared>) {
+    let Some(mut hangups) = hangups.0 else {
+        return;
     };
     while hangups.recv().await.is_some() {
         info!("SIGHUP: reloading");
@@ -89,18 +102,17 @@ pub async fn on_sighup(shared: Arc<Shared>) {
 }
 
 /// Watches the configuration file and the certificate files it names, and
-/// reloads when their content changes.
+/// reloads when their content changes. The watches are in place when this
+/// returns; the task it starts acts on changes.
 ///
 /// The folder is watched rather than the file: editors save by writing a
 /// temporary file and renaming it over the original, and Kubernetes
-/// ConfigMaps swap a `..data` symlink; both replace the file the watch
-/// would be attached to. A burst of events settles for [`SETTLE`], then the
+/// ConfigMaps swap a `..data` symlink; both replace the file a watch would
+/// be attached to. A burst of events settles for [`SETTLE`], then the
 /// content is compared with what was last loaded, so touching a file or
 /// saving it unchanged does nothing.
-pub async fn watch_file(shared: Arc<Shared>) {
-    let Some(path) = shared.config_path.clone() else {
-        return;
-    };
+pub fn watch_file(shared: Arc<Shared>) -> Option<tokio::task::JoinHandle<()>> {
+    let path = shared.config_path.clone()?;
     let folder = path
         .parent()
         .map(Path::to_path_buf)
@@ -116,7 +128,7 @@ pub async fn watch_file(shared: Arc<Shared>) {
         Ok(w) => w,
         Err(e) => {
             warn!(error = %e, "cannot watch the configuration file; reload with SIGHUP or POST /reload");
-            return;
+            return None;
         }
     };
     let mut watched = Vec::new();
@@ -127,26 +139,28 @@ pub async fn watch_file(shared: Arc<Shared>) {
         }
     }
     info!(file = %path.display(), "watching the configuration file for changes");
-    while rx.recv().await.is_some() {
-        // Let the burst settle.
-        while let Ok(Some(())) = tokio::time::timeout(SETTLE, rx.recv()).await {}
-        let now = fingerprint(&path, &shared.current.load().config);
-        if now == last {
-            continue;
-        }
-        last = now;
-        info!(file = %path.display(), "configuration changed on disk: reloading");
-        if reload(&shared).await.is_ok() {
-            for dir in folders(&folder, &shared.current.load().config) {
-                if !watched.contains(&dir)
-                    && watcher.watch(&dir, RecursiveMode::NonRecursive).is_ok()
-                {
-                    watched.push(dir);
-                }
+    Some(tokio::spawn(async move {
+        while rx.recv().await.is_some() {
+            // Let the burst settle.
+            while let Ok(Some(())) = tokio::time::timeout(SETTLE, rx.recv()).await {}
+            let now = fingerprint(&path, &shared.current.load().config);
+            if now == last {
+                continue;
             }
-            last = fingerprint(&path, &shared.current.load().config);
+            last = now;
+            info!(file = %path.display(), "configuration changed on disk: reloading");
+            if reload(&shared).await.is_ok() {
+                for dir in folders(&folder, &shared.current.load().config) {
+                    if !watched.contains(&dir)
+                        && watcher.watch(&dir, RecursiveMode::NonRecursive).is_ok()
+                    {
+                        watched.push(dir);
+                    }
+                }
+                last = fingerprint(&path, &shared.current.load().config);
+            }
         }
-    }
+    }))
 }
 
 /// The folders holding the configuration file and its certificates.

@@ -23,7 +23,7 @@ use crate::metrics::Metrics;
 use crate::relay::CLOSE_GRACE;
 use crate::reload::ReloadError;
 use crate::shutdown::{Drain, Tracker};
-use crate::snapshot::{Registry, Snapshot};
+use crate::snapshot::{ListenerKey, Registry, Snapshot};
 use crate::{admin, reload};
 
 /// A listener that could not be bound.
@@ -65,8 +65,8 @@ pub struct Shared {
     /// Counters and histograms; kept only when there is an admin listener
     /// to expose them.
     pub metrics: Option<Arc<Metrics>>,
-    /// Accept loops by configured bind address.
-    listeners: Mutex<HashMap<SocketAddr, Bound>>,
+    /// Accept loops by listener key (configured address).
+    listeners: Mutex<HashMap<ListenerKey, Bound>>,
     health: Mutex<HealthChecks>,
 }
 
@@ -83,7 +83,7 @@ impl Server {
     pub async fn start(config: Config, config_path: Option<PathBuf>) -> Result<Server, BindError> {
         let mut sockets = Vec::with_capacity(config.listeners.len());
         for l in &config.listeners {
-            sockets.push((l.bind, bind(&l.name, l.bind).await?));
+            sockets.push((ListenerKey::of(l), bind(&l.name, l.bind).await?));
         }
         let admin = match &config.admin {
             Some(a) => Some(bind("admin", a.bind).await?),
@@ -104,14 +104,16 @@ impl Server {
             listeners: Mutex::default(),
             health: Mutex::default(),
         });
-        for (bind, socket) in sockets {
-            shared.spawn_accept(bind, socket);
+        // Ready means bound and configured (contract), which is true from
+        // here on; nothing can be asked before the listeners serve.
+        shared.ready.store(true, Ordering::Release);
+        for (key, socket) in sockets {
+            shared.spawn_accept(key, socket);
         }
         *shared.health.lock().expect("not poisoned") = HealthChecks::start(&shared.current.load());
         if let Some(socket) = admin {
             tokio::spawn(admin::serve(socket, shared.clone()));
         }
-        shared.ready.store(true, Ordering::Release);
         info!(version = 1, "configuration loaded");
         Ok(Server { shared })
     }
@@ -120,14 +122,9 @@ impl Server {
     /// port 0).
     pub fn local_addr(&self, name: &str) -> Option<SocketAddr> {
         let snapshot = self.shared.current.load();
-        let bind = snapshot
-            .config
-            .listeners
-            .iter()
-            .find(|l| l.name == name)?
-            .bind;
+        let listener = snapshot.config.listeners.iter().find(|l| l.name == name)?;
         let listeners = self.shared.listeners.lock().expect("not poisoned");
-        listeners.get(&bind).map(|b| b.local)
+        listeners.get(&ListenerKey::of(listener)).map(|b| b.local)
     }
 
     /// Where the admin listener is bound.
@@ -181,14 +178,15 @@ impl Server {
 }
 
 impl Shared {
-    /// Starts the accept loop of a listener bound for configured `bind`.
-    fn spawn_accept(self: &Arc<Self>, bind: SocketAddr, socket: TcpListener) {
+    /// Starts the accept loop of the listener `key` names.
+    fn spawn_accept(self: &Arc<Self>, key: ListenerKey, socket: TcpListener) {
+        let bind = key.bind();
         let local = socket.local_addr().unwrap_or(bind);
         info!(%bind, %local, "listening");
-        let task = tokio::spawn(accept_loop(bind, socket, self.clone()));
+        let task = tokio::spawn(accept_loop(key.clone(), socket, self.clone()));
         let mut listeners = self.listeners.lock().expect("not poisoned");
         listeners.insert(
-            bind,
+            key,
             Bound {
                 local,
                 task: task.abort_handle(),
@@ -203,30 +201,33 @@ impl Shared {
     pub async fn apply(self: &Arc<Self>, config: Config) -> Result<u64, BindError> {
         let mut fresh = Vec::new();
         {
-            let known: Vec<SocketAddr> = self
+            let known: Vec<ListenerKey> = self
                 .listeners
                 .lock()
                 .expect("not poisoned")
                 .keys()
-                .copied()
+                .cloned()
                 .collect();
-            for l in config.listeners.iter().filter(|l| !known.contains(&l.bind)) {
-                fresh.push((l.bind, bind(&l.name, l.bind).await?));
+            for l in &config.listeners {
+                let key = ListenerKey::of(l);
+                if !known.contains(&key) {
+                    fresh.push((key, bind(&l.name, l.bind).await?));
+                }
             }
         }
         let version = self.current.load().version + 1;
         let drain = Drain::now(config.drain_timeout);
         let snapshot = Arc::new(Snapshot::new(config, version, &self.registry));
         self.current.store(snapshot.clone());
-        for (bind, socket) in fresh {
-            self.spawn_accept(bind, socket);
+        for (key, socket) in fresh {
+            self.spawn_accept(key, socket);
         }
         {
             let mut listeners = self.listeners.lock().expect("not poisoned");
-            listeners.retain(|bind, bound| {
-                let keep = snapshot.listener(*bind).is_some();
+            listeners.retain(|key, bound| {
+                let keep = snapshot.listener(key).is_some();
                 if !keep {
-                    info!(%bind, "listener removed; its open connections continue");
+                    info!(bind = %key.bind(), "listener removed; its open connections continue");
                     bound.task.abort();
                 }
                 keep
@@ -248,13 +249,13 @@ async fn bind(name: &str, addr: SocketAddr) -> Result<TcpListener, BindError> {
     })
 }
 
-async fn accept_loop(bind: SocketAddr, listener: TcpListener, shared: Arc<Shared>) {
+async fn accept_loop(key: ListenerKey, listener: TcpListener, shared: Arc<Shared>) {
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
                 let accepted = Accepted {
                     peer,
-                    bind,
+                    listener: key.clone(),
                     snapshot: shared.current.load_full(),
                     guard: shared.tracker.enter(),
                     shared: shared.clone(),
@@ -264,7 +265,7 @@ async fn accept_loop(bind: SocketAddr, listener: TcpListener, shared: Arc<Shared
             Err(e) => {
                 // Out of file descriptors and similar: back off briefly rather
                 // than spin on an error that will repeat at once.
-                error!(%bind, error = %e, "accept failed");
+                error!(bind = %key.bind(), error = %e, "accept failed");
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }

@@ -73,15 +73,37 @@ impl Snapshot {
         }
     }
 
-    /// The listener configured to bind `bind`, with its index. Listeners
-    /// are matched by address, not name, so a reload that renames one
-    /// keeps its socket.
-    pub fn listener(&self, bind: SocketAddr) -> Option<(usize, &config::Listener)> {
+    /// The listener `key` names, with its index.
+    pub fn listener(&self, key: &ListenerKey) -> Option<(usize, &config::Listener)> {
         self.config
             .listeners
             .iter()
             .enumerate()
-            .find(|(_, l)| l.bind == bind)
+            .find(|(_, l)| ListenerKey::of(l) == *key)
+    }
+}
+
+/// What identifies a listener across reloads: its configured address, so
+/// that renaming it keeps its socket. Several listeners may ask for port 0
+/// (any free port); those are told apart by name as well.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ListenerKey {
+    bind: SocketAddr,
+    ephemeral_name: Option<String>,
+}
+
+impl ListenerKey {
+    /// The key of a configured listener.
+    pub fn of(listener: &config::Listener) -> ListenerKey {
+        ListenerKey {
+            bind: listener.bind,
+            ephemeral_name: (listener.bind.port() == 0).then(|| listener.name.clone()),
+        }
+    }
+
+    /// The configured address.
+    pub fn bind(&self) -> SocketAddr {
+        self.bind
     }
 }
 

@@ -15,21 +15,15 @@ use crate::config;
 struct SniResolver {
     default: Arc<CertifiedKey>,
     exact: HashMap<String, Arc<CertifiedKey>>,
-    /// `*.example.com` entries, stored as `.example.com`.
-    wildcard: Vec<(String, Arc<CertifiedKey>)>,
 }
 
 impl SniResolver {
     fn lookup(&self, name: &str) -> Arc<CertifiedKey> {
         // rustls hands us the SNI name already lower-cased and validated as
         // a DNS name, so exact lookups need no further normalisation.
-        if let Some(key) = self.exact.get(name) {
-            return key.clone();
-        }
-        self.wildcard
-            .iter()
-            .find(|(suffix, _)| name.len() > suffix.len() && name.ends_with(suffix.as_str()))
-            .map(|(_, key)| key.clone())
+        self.exact
+            .get(name)
+            .cloned()
             .unwrap_or_else(|| self.default.clone())
     }
 }
@@ -47,23 +41,20 @@ impl ResolvesServerCert for SniResolver {
 /// (already loaded and checked by configuration validation), ALPN
 /// `http/1.1` because only HTTP/1.1 upgrades are in scope.
 pub fn server_config(tls: &config::Tls) -> Arc<ServerConfig> {
-    let mut exact = HashMap::new();
-    let mut wildcard = Vec::new();
-    for entry in &tls.sni {
-        for name in &entry.server_names {
-            let key = entry.pair.certified_key.clone();
-            match name.strip_prefix('*') {
-                Some(suffix) => wildcard.push((suffix.to_string(), key)),
-                None => {
-                    exact.insert(name.clone(), key);
-                }
-            }
-        }
-    }
+    // Validation allows exact DNS names only, already lower-cased.
+    let exact = tls
+        .sni
+        .iter()
+        .flat_map(|entry| {
+            entry
+                .server_names
+                .iter()
+                .map(|name| (name.clone(), entry.pair.certified_key.clone()))
+        })
+        .collect();
     let resolver = SniResolver {
         default: tls.default.certified_key.clone(),
         exact,
-        wildcard,
     };
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = ServerConfig::builder_with_provider(provider)

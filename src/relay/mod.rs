@@ -352,20 +352,22 @@ impl Half {
                 cursor.approved = buf.len();
                 return Poll::Ready(Ok(()));
             }
-            let pending = self.state.pending();
-            if !pending.is_empty() {
-                match ready!(write(cx, dst, pending)) {
-                    Some(n) => self.state.consume_pending(n),
-                    None => return Poll::Ready(Err(self.destination_gone())),
+            if self.forwarding {
+                let pending = self.state.pending();
+                if !pending.is_empty() {
+                    match ready!(write(cx, dst, pending)) {
+                        Some(n) => self.state.consume_pending(n),
+                        None => return Poll::Ready(Err(self.destination_gone())),
+                    }
+                    continue;
                 }
-                continue;
-            }
-            if cursor.approved > cursor.written {
-                match ready!(write(cx, dst, &buf[cursor.written..cursor.approved])) {
-                    Some(n) => cursor.written += n,
-                    None => return Poll::Ready(Err(self.destination_gone())),
+                if cursor.approved > cursor.written {
+                    match ready!(write(cx, dst, &buf[cursor.written..cursor.approved])) {
+                        Some(n) => cursor.written += n,
+                        None => return Poll::Ready(Err(self.destination_gone())),
+                    }
+                    continue;
                 }
-                continue;
             }
             // The proxy's frame goes out between frames, never inside one
             // (RFC 6455 section 5.4). When forwarding stopped at a rule
@@ -390,9 +392,16 @@ impl Half {
                 return Poll::Ready(Ok(()));
             }
             if !self.forwarding {
-                // Closed this way: what still arrives is read and dropped.
-                cursor.written = buf.len();
-                cursor.approved = buf.len();
+                // Closed this way: nothing more is written, but the state
+                // still reads what arrives, so that the peer's answering
+                // close is noticed and the connection can end at once.
+                let held = self.state.pending().len();
+                self.state.consume_pending(held);
+                match self.state.advance(&buf[cursor.written..]) {
+                    Step::Forward(n) | Step::Consumed(n) => cursor.written += n,
+                    Step::Violation(_) => cursor.written = buf.len(),
+                }
+                cursor.approved = cursor.written;
                 continue;
             }
             let mut input = &buf[cursor.written..];
@@ -620,18 +629,18 @@ impl Relay {
                 }
                 // Vanished without a close: tell the other side at once
                 // (contract: 1014 to a client, 1001 to a backend).
-                record(&mut self.close, CloseCode::ABNORMAL, sender);
+                record(&mut self.close, other_side_code(sender), sender);
                 this.close_with(other_side_code(sender), lost_reason(sender));
                 other.destination_gone();
             }
             Event::DestinationGone => {
                 let gone = other.state.direction().sender();
-                record(&mut self.close, CloseCode::ABNORMAL, gone);
+                record(&mut self.close, other_side_code(gone), gone);
                 other.close_with(other_side_code(gone), lost_reason(gone));
                 other.reading = false;
             }
             Event::Violation(v) => {
-                record(&mut self.close, v.code(), Initiator::Proxy);
+                record(&mut self.close, v.code(), sender);
                 other.close_with(v.code(), v.reason());
                 this.close_with(other_side_code(sender), broke_rule_reason(sender));
             }
@@ -748,11 +757,17 @@ impl Relay {
         self.timer.as_mut().reset(at);
     }
 
-    /// Both sides are through and have hung up, or the grace ran out.
+    /// Done when both close frames have crossed and both sides got their
+    /// FIN (contract: TCP closed once both closes are seen), when both
+    /// sides are through and have hung up, or when the grace ran out.
     fn is_done(&self) -> bool {
         let client_done = (self.client.fin_sent || !self.b2c.dst_ok) && !self.c2b.reading;
         let backend_done = (self.backend.fin_sent || !self.c2b.dst_ok) && !self.b2c.reading;
-        self.expired || (client_done && backend_done)
+        let handshake_done = self.c2b.state.close_code().is_some()
+            && self.b2c.state.close_code().is_some()
+            && self.client.fin_sent
+            && self.backend.fin_sent;
+        self.expired || handshake_done || (client_done && backend_done)
     }
 }
 
@@ -765,6 +780,11 @@ fn side_through(into: &Half, from: &Half) -> bool {
     told && answered
 }
 
+/// Keeps the first close of the connection: its code is the first close
+/// code on the wire (for a vanished side, the one the proxy sent the other
+/// side), its initiator the side whose action ended the connection (its
+/// close frame, its disappearance, or a rule it broke); the proxy only for
+/// its own reasons (idle, ping, drain).
 fn record(close: &mut Option<CloseInfo>, code: CloseCode, initiator: Initiator) {
     close.get_or_insert(CloseInfo { code, initiator });
 }

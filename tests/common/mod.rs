@@ -821,3 +821,157 @@ pub fn tally(names: &[String], expected: &[&str]) -> Vec<usize> {
         .map(|e| names.iter().filter(|n| n == e).count())
         .collect()
 }
+
+/// A plain HTTP/1.1 request to the admin listener; returns status and body.
+pub async fn admin(addr: SocketAddr, method: &str, path: &str) -> (u16, String) {
+    let mut stream = within(TcpStream::connect(addr)).await.unwrap();
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nhost: admin\r\nconnection: close\r\ncontent-length: 0\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    within(stream.read_to_end(&mut out)).await.unwrap();
+    let answer = parse_answer(&out);
+    (answer.status, answer.body)
+}
+
+/// The value of the sample `name{labels}` in a Prometheus scrape (0 when
+/// absent). `labels` is the exact label text, e.g. `status="404"`.
+pub fn sample(scrape: &str, name: &str, labels: &[&str]) -> f64 {
+    scrape
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")))
+        .filter(|l| labels.iter().all(|lab| l.contains(lab)))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Starts the proxy on the configuration file at `path`, with reloads
+/// reading that file.
+pub async fn start_proxy_file(path: &Path) -> (Proxy, Server) {
+    let config = match wsgate::config::load(path) {
+        Ok(c) => c,
+        Err(e) => panic!("test configuration invalid: {e}"),
+    };
+    let names: Vec<String> = config.listeners.iter().map(|l| l.name.clone()).collect();
+    let server = Server::start(config, Some(path.to_path_buf()))
+        .await
+        .expect("binds");
+    let addrs = names
+        .iter()
+        .map(|n| (n.clone(), server.local_addr(n).unwrap()))
+        .collect();
+    let shared = server.shared().clone();
+    let (stop, stopped) = oneshot::channel::<()>();
+    tokio::spawn(server.clone().run(async move {
+        let _ = stopped.await;
+    }));
+    let proxy = Proxy {
+        addrs,
+        shared,
+        stop: Some(stop),
+    };
+    (proxy, server)
+}
+
+/// Writes `text` to `path` the way editors do: a temporary file renamed
+/// over the original.
+pub fn write_atomically(path: &Path, text: &str) {
+    let tmp = path.with_extension("tmp~");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+/// The real binary, running; killed when dropped. Its stderr lines are
+/// collected as they come.
+pub struct Binary {
+    child: std::process::Child,
+    lines: Arc<Mutex<Vec<String>>>,
+    seen: tokio::sync::mpsc::UnboundedReceiver<String>,
+}
+
+impl Binary {
+    /// Starts `wsgate` with `args`.
+    pub fn start(args: &[&str]) -> Binary {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_wsgate"))
+            .args(args)
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let (tx, seen) = tokio::sync::mpsc::unbounded_channel();
+        let store = lines.clone();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                store.lock().unwrap().push(line.clone());
+                let _ = tx.send(line);
+            }
+        });
+        Binary { child, lines, seen }
+    }
+
+    /// Waits (bounded) for a log line containing every one of `parts`.
+    pub async fn wait_line(&mut self, parts: &[&str]) -> String {
+        loop {
+            let line = within(self.seen.recv())
+                .await
+                .expect("the process ended first");
+            if parts.iter().all(|p| line.contains(p)) {
+                return line;
+            }
+        }
+    }
+
+    /// The address logged after `key=` in the first line with `parts`.
+    pub async fn wait_addr(&mut self, parts: &[&str], key: &str) -> SocketAddr {
+        let line = self.wait_line(parts).await;
+        let at = line.find(&format!("{key}=")).expect("key in line") + key.len() + 1;
+        let rest = &line[at..];
+        let text: String = rest
+            .trim_start_matches('"')
+            .chars()
+            .take_while(|c| !c.is_whitespace() && *c != '"' && *c != ',')
+            .collect();
+        text.parse().unwrap_or_else(|_| panic!("address in {line}"))
+    }
+
+    /// Every stderr line so far.
+    pub fn lines(&self) -> Vec<String> {
+        self.lines.lock().unwrap().clone()
+    }
+
+    /// Sends a signal (`HUP`, `TERM`, `INT`).
+    pub fn signal(&self, name: &str) {
+        let status = std::process::Command::new("kill")
+            .args([&format!("-{name}"), &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Waits (bounded) for the process to exit; its exit code.
+    pub async fn exit_code(&mut self) -> Option<i32> {
+        for _ in 0..2000 {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code();
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("the process did not exit");
+    }
+}
+
+impl Drop for Binary {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
