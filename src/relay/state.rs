@@ -584,10 +584,13 @@ impl DirectionState {
                 return Err(Violation::MisplacedRsv1);
             }
         }
-        if h.payload_len > self.rules.max_frame_bytes {
-            return Err(Violation::FrameTooBig);
-        }
+        // The size limits are for data: control frames have their own
+        // 125-byte rule above, and a route with a small limit must still
+        // let pings and closes through.
         if !h.opcode.is_control() {
+            if h.payload_len > self.rules.max_frame_bytes {
+                return Err(Violation::FrameTooBig);
+            }
             let total = self.message.unwrap_or(0).saturating_add(h.payload_len);
             if total > self.rules.max_message_bytes {
                 return Err(Violation::MessageTooBig);

@@ -646,3 +646,22 @@ fn direction_labels() {
 fn the_state_stays_small() {
     assert!(std::mem::size_of::<DirectionState>() <= 160);
 }
+
+#[test]
+fn size_limits_do_not_apply_to_control_frames() {
+    let rules = Rules {
+        max_frame_bytes: 10,
+        max_message_bytes: 10,
+        deflate: false,
+    };
+    let mut state = DirectionState::new(Direction::BackendToClient, rules);
+    let mut ping = vec![0x89, 100];
+    ping.extend_from_slice(&[0; 100]);
+    assert_eq!(state.advance(&ping), Step::Forward(ping.len()));
+    let mut data = vec![0x82, 11];
+    data.extend_from_slice(&[0; 11]);
+    assert_eq!(
+        state.advance(&data),
+        Step::Violation(Violation::FrameTooBig)
+    );
+}
