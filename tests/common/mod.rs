@@ -152,6 +152,17 @@ pub struct Backend {
 }
 
 impl Backend {
+    /// Binds a fresh loopback port for a recording backend.
+    async fn bind() -> (Backend, TcpListener) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let backend = Backend {
+            addr: listener.local_addr().unwrap(),
+            connections: Arc::default(),
+            seen: Arc::default(),
+        };
+        (backend, listener)
+    }
+
     /// TCP connections accepted so far.
     pub fn connection_count(&self) -> usize {
         self.connections.load(Ordering::SeqCst)
@@ -171,12 +182,7 @@ impl Backend {
 /// Starts an echo backend. It picks the first subprotocol offered and
 /// answers `x-test-ext` when offered, so negotiation can be checked.
 pub async fn echo_backend() -> Backend {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let backend = Backend {
-        addr: listener.local_addr().unwrap(),
-        connections: Arc::default(),
-        seen: Arc::default(),
-    };
+    let (backend, listener) = Backend::bind().await;
     let b = backend.clone();
     tokio::spawn(async move {
         loop {
@@ -256,12 +262,7 @@ pub async fn echo_backend() -> Backend {
 /// A TCP listener that answers each connection with `answer` (raw bytes
 /// after reading the request head), counting connections.
 pub async fn scripted_backend(answer: fn(&str) -> String) -> Backend {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let backend = Backend {
-        addr: listener.local_addr().unwrap(),
-        connections: Arc::default(),
-        seen: Arc::default(),
-    };
+    let (backend, listener) = Backend::bind().await;
     let b = backend.clone();
     tokio::spawn(async move {
         loop {
@@ -270,15 +271,7 @@ pub async fn scripted_backend(answer: fn(&str) -> String) -> Backend {
             };
             b.connections.fetch_add(1, Ordering::SeqCst);
             tokio::spawn(async move {
-                let head = read_until_head_end(&mut stream).await;
-                let key = head
-                    .lines()
-                    .find_map(|l| {
-                        let (n, v) = l.split_once(':')?;
-                        n.eq_ignore_ascii_case("sec-websocket-key")
-                            .then(|| v.trim().to_string())
-                    })
-                    .unwrap_or_default();
+                let key = read_key(&mut stream).await;
                 let _ = stream.write_all(answer(&key).as_bytes()).await;
                 let mut sink = [0u8; 1024];
                 while let Ok(n) = stream.read(&mut sink).await {
@@ -296,6 +289,19 @@ pub async fn scripted_backend(answer: fn(&str) -> String) -> Backend {
 pub async fn closed_port() -> SocketAddr {
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     l.local_addr().unwrap()
+}
+
+/// Reads a request head and returns its `Sec-WebSocket-Key` (empty when
+/// there is none).
+async fn read_key(stream: &mut TcpStream) -> String {
+    let head = read_until_head_end(stream).await;
+    head.lines()
+        .find_map(|l| {
+            let (n, v) = l.split_once(':')?;
+            n.eq_ignore_ascii_case("sec-websocket-key")
+                .then(|| v.trim().to_string())
+        })
+        .unwrap_or_default()
 }
 
 async fn read_until_head_end(stream: &mut TcpStream) -> String {
@@ -678,15 +684,7 @@ pub async fn raw_backend() -> (SocketAddr, tokio::sync::mpsc::Receiver<RawWs>) {
     let (tx, rx) = tokio::sync::mpsc::channel(64);
     tokio::spawn(async move {
         while let Ok((mut stream, _)) = listener.accept().await {
-            let head = read_until_head_end(&mut stream).await;
-            let key = head
-                .lines()
-                .find_map(|l| {
-                    let (n, v) = l.split_once(':')?;
-                    n.eq_ignore_ascii_case("sec-websocket-key")
-                        .then(|| v.trim().to_string())
-                })
-                .unwrap_or_default();
+            let key = read_key(&mut stream).await;
             let answer = format!(
                 "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {}\r\n\r\n",
                 wsgate::handshake::accept_for(key.as_bytes())
