@@ -96,6 +96,10 @@ where
 {
     let started = Instant::now();
     let mut relay = Relay::new(settings, &client_pre, &backend_pre, stop, meter);
+    // These may be views into the handshake's read buffers (hyper's and the
+    // backend answer's): holding them would pin those buffers for the whole
+    // connection. Their bytes are in the relay's own stash by now.
+    drop((client_pre, backend_pre));
     poll_fn(|cx| relay.poll(cx, &mut client, &mut backend)).await;
     let end = relay.end();
     if let Some(meter) = relay.meter.take() {
