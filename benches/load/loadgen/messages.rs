@@ -56,6 +56,12 @@ struct Shared {
     id: u32,
     in_flight: RefCell<VecDeque<InFlight>>,
     close_sent: Cell<bool>,
+    /// The write half once the writer is done. Dropping a plain write half
+    /// shuts down the sending side, and a proxy may take that FIN as the
+    /// end of the whole connection and drop echoes still on their way, so
+    /// it lives until the reader has seen the server close (RFC 6455
+    /// section 7.1.1: the server closes TCP first).
+    parked: RefCell<Option<ConnWrite>>,
 }
 
 /// The run's clock and fixed inputs, shared by all tasks.
@@ -128,6 +134,7 @@ pub(super) async fn run(ctx: Rc<Ctx>, size: usize, pace: Pace) -> Report {
             id,
             in_flight: RefCell::new(VecDeque::new()),
             close_sent: Cell::new(false),
+            parked: RefCell::new(None),
         });
         let (r, w) = conn.split();
         let rng = Rng(ctx.seed_for(u64::from(id)));
@@ -240,7 +247,7 @@ async fn writer(
     let live = &ctx.live;
     loop {
         let Ok(Some(first)) = timeout_at(plan.deadline.into(), rx.recv()).await else {
-            return;
+            break;
         };
         let mut next = Some(first);
         let mut finish = false;
@@ -307,9 +314,10 @@ async fn writer(
         // A failed write ends the writer; the reader sees the same broken
         // connection and counts it once.
         if finish || !matches!(wrote, Ok(Ok(()))) {
-            return;
+            break;
         }
     }
+    *shared.parked.borrow_mut() = Some(w);
 }
 
 async fn reader(
@@ -422,4 +430,5 @@ async fn reader(
     }
     let lost = shared.in_flight.borrow().len() as u64;
     errors.lost.set(errors.lost.get() + lost);
+    shared.parked.borrow_mut().take();
 }
