@@ -12,6 +12,7 @@
 //! stderr; `docs/benchmarks.md` explains every field.
 
 mod loadgen;
+mod report;
 
 use std::io::Write as _;
 use std::net::SocketAddr;
@@ -84,6 +85,9 @@ enum Command {
         #[arg(long, default_value_t = 1)]
         workers: usize,
     },
+    /// Turns the JSON lines of a benchmark run into the results section of
+    /// docs/benchmarks.md.
+    Report(report::ReportArgs),
 }
 
 /// Options every load mode takes.
@@ -123,6 +127,10 @@ struct Common {
     /// KEY=VALUE copied into the JSON line under "labels" (repeatable).
     #[arg(long = "label", value_parser = parse_label)]
     labels: Vec<(String, String)>,
+    /// Exit with a failure when any error was counted or nothing got
+    /// through (for probes in scripts).
+    #[arg(long)]
+    check: bool,
 }
 
 fn parse_label(s: &str) -> Result<(String, String), String> {
@@ -140,6 +148,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Echo { bind, workers } => echo(&bind, workers),
+        Command::Report(args) => report::run(&args),
         Command::Rtt { common, size, rate } => {
             if !(rate > 0.0 && rate <= 10_000_000.0) {
                 Err("--rate must be above 0 and at most 10,000,000".to_string())
@@ -230,6 +239,11 @@ fn load(
     json["labels"] = Value::Object(labels);
     println!("{json}");
     eprintln!("{}", report.summary());
+    let live = &report.live;
+    let through = live.received.get() + live.cycles.get() + live.opened.get();
+    if common.check && (live.errors.total() > 0 || through == 0) {
+        return Err("check failed: errors counted or nothing got through".to_string());
+    }
     Ok(())
 }
 
