@@ -289,7 +289,7 @@ const FIGURES: &[Figure] = &[
         goals: &[Goal::RatioAtMost(1.0)],
     },
     Figure {
-        name: "64 B throughput, ws (echoed messages/s)",
+        name: "64 B throughput, ws, echoed messages",
         unit: "msg/s",
         scenario: "tput64",
         tls: "ws",
@@ -299,7 +299,7 @@ const FIGURES: &[Figure] = &[
         goals: &[],
     },
     Figure {
-        name: "16 KiB throughput, ws (MB/s each way)",
+        name: "16 KiB throughput, ws, each way",
         unit: "MB/s",
         scenario: "tput16k",
         tls: "ws",
@@ -369,7 +369,7 @@ const FIGURES: &[Figure] = &[
         goals: &[Goal::RatioAtMost(1.0)],
     },
     Figure {
-        name: "Handshakes per second, ws",
+        name: "Handshake rate, ws",
         unit: "/s",
         scenario: "handshake",
         tls: "ws",
@@ -379,7 +379,7 @@ const FIGURES: &[Figure] = &[
         goals: &[],
     },
     Figure {
-        name: "Handshakes per second, wss",
+        name: "Handshake rate, wss",
         unit: "/s",
         scenario: "handshake",
         tls: "wss",
@@ -399,6 +399,17 @@ struct Cell {
     errors: u64,
 }
 
+/// The median of `values` (the mean of the middle two for an even count).
+fn median(values: &mut [f64]) -> Option<f64> {
+    values.sort_by(f64::total_cmp);
+    let mid = values.len() / 2;
+    match values.len() {
+        0 => None,
+        n if n % 2 == 1 => Some(values[mid]),
+        _ => Some((values[mid - 1] + values[mid]) / 2.0),
+    }
+}
+
 fn cell(runs: &[Run], figure: &Figure, target: &str) -> Option<Cell> {
     let mine: Vec<&Run> = runs
         .iter()
@@ -406,16 +417,7 @@ fn cell(runs: &[Run], figure: &Figure, target: &str) -> Option<Cell> {
         .collect();
     let mut values = (figure.metric)(&mine);
     values.retain(|v| v.is_finite());
-    if values.is_empty() {
-        return None;
-    }
-    values.sort_by(f64::total_cmp);
-    let mid = values.len() / 2;
-    let median = if values.len() % 2 == 1 {
-        values[mid]
-    } else {
-        (values[mid - 1] + values[mid]) / 2.0
-    };
+    let median = median(&mut values)?;
     Some(Cell {
         median,
         min: values[0],
@@ -460,14 +462,22 @@ fn render(runs: &[Run], meta: &[(String, String)]) -> String {
         "\nMedian over repeats, range in parentheses. \"best\" is the better of \
          nginx and HAProxy in the same run. \"pending\": no run of that proxy \
          produced this figure (for wsgate: the binary does not yet serve \
-         `--config FILE --workers 1`). \"–\": the figure needs a proxy, or \
-         direct has no TLS.\n"
+         `--config FILE --workers 1`). \"not run\": the scenario was left out \
+         (`--only`). \"–\": the figure needs a proxy, or direct has no TLS.\n"
     );
     out += "| figure | direct | nginx | HAProxy | wsgate | wsgate ÷ best | target | met |\n";
     out += "| --- | ---: | ---: | ---: | ---: | ---: | --- | --- |\n";
     for figure in FIGURES {
-        let cells: Vec<Option<Cell>> = TARGETS.iter().map(|t| cell(runs, figure, t)).collect();
+        let ran = runs
+            .iter()
+            .any(|r| r.scenario == figure.scenario && r.tls == figure.tls);
         let mut row = format!("| {} ({}) ", figure.name, figure.unit);
+        if !ran {
+            row += "| not run | not run | not run | not run | – | – | – |\n";
+            out += &row;
+            continue;
+        }
+        let cells: Vec<Option<Cell>> = TARGETS.iter().map(|t| cell(runs, figure, t)).collect();
         for (target, c) in TARGETS.iter().zip(&cells) {
             row += &match (c, *target) {
                 (Some(c), _) => format!("| {} ", show(c)),
@@ -558,8 +568,7 @@ fn rss_curve(runs: &[Run]) -> String {
                     .filter(|r| r.n == Some(*n))
                     .filter_map(|r| r.f(&["watched", "rss_kib"]))
                     .collect();
-                v.sort_by(f64::total_cmp);
-                match v.get(v.len() / 2) {
+                match median(&mut v) {
                     Some(kib) => {
                         let _ = write!(out, " {} |", num(kib / 1024.0));
                     }
@@ -570,11 +579,9 @@ fn rss_curve(runs: &[Run]) -> String {
                 .iter()
                 .filter(|r| r.scenario == "idle" && r.tls == tls && r.target == *target)
                 .collect();
-            let mut at = rss_at_100k(&mine);
-            at.sort_by(f64::total_cmp);
-            match at.get(at.len() / 2) {
+            match median(&mut rss_at_100k(&mine)) {
                 Some(mib) => {
-                    let _ = writeln!(out, " {} |", num(*mib));
+                    let _ = writeln!(out, " {} |", num(mib));
                 }
                 None => out += " pending |\n",
             }
