@@ -36,7 +36,7 @@ struct Cli {
     #[arg(long, global = true, hide = true)]
     bench: bool,
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
 }
 
 #[derive(Subcommand)]
@@ -146,7 +146,13 @@ const MAX_CONNECTIONS: u32 = 200_000;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let result = match cli.command {
+    // A plain `cargo bench` runs every bench without arguments; this one
+    // only makes sense with a mode, so it steps aside instead of failing.
+    let Some(command) = cli.command else {
+        eprintln!("load: no mode given, nothing to do (see `cargo bench --bench load -- --help`)");
+        return ExitCode::SUCCESS;
+    };
+    let result = match command {
         Command::Echo { bind, workers } => echo(&bind, workers),
         Command::Report(args) => report::run(&args),
         Command::Rtt { common, size, rate } => {
