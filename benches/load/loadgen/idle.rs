@@ -104,7 +104,10 @@ pub(super) async fn run(
     let drain = ctx.opts.timeout + Duration::from_secs(1);
     let _ = tokio::time::timeout(drain, async { while conns.join_next().await.is_some() {} }).await;
     let left = conns.len() as u64;
+    // Aborted tasks drop their state on their next poll, which this join
+    // provides; their clones of the shared state go with it.
     conns.abort_all();
+    while conns.join_next().await.is_some() {}
     let timeouts = &ctx.live.errors.timeout;
     timeouts.set(timeouts.get() + left);
     drop(ctx);
