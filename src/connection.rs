@@ -295,10 +295,7 @@ where
             );
         }
         let on_upgrade = hyper::upgrade::on(&mut req);
-        let stop = shutdown::close_time(
-            accepted.shared.shutdown.subscribe(),
-            accepted.shared.registry.drain_signal(&pool.name, addr),
-        );
+        let stop = shutdown::close_time(accepted.shared.registry.drain_signal(&pool.name, addr));
         let guard = accepted.guard.lock().expect("not poisoned").take();
         let route_name = route_label(route);
         let meter = accepted.shared.metrics.as_ref().map(|m| {
@@ -329,7 +326,14 @@ where
         let limits = route.limits;
         let peer = accepted.peer;
         debug!(%peer, backend = %addr, elapsed = ?started.elapsed(), "upgraded");
-        let response = std::mem::take(&mut backend_side.response);
+        // The task keeps only what the relay needs, not the whole answer.
+        let upstream::Upgraded {
+            stream: backend_stream,
+            pre_read: backend_pre,
+            response,
+            deflate,
+            protocol: _,
+        } = backend_side;
         tokio::spawn(async move {
             let relay_started = StdInstant::now();
             let client = match on_upgrade.await {
@@ -357,15 +361,12 @@ where
             };
             let (unread, client_io) = parts.io.into_inner().into_parts();
             let client_pre = join(parts.read_buf, unread);
-            let settings = relay::Settings {
-                limits,
-                deflate: backend_side.deflate,
-            };
+            let settings = relay::Settings { limits, deflate };
             let end = relay::run(
                 client_io,
                 client_pre,
-                backend_side.stream,
-                backend_side.pre_read,
+                backend_stream,
+                backend_pre,
                 settings,
                 stop,
                 meter,

@@ -12,7 +12,6 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
 use tokio::task::AbortHandle;
 use tracing::{error, info, warn};
 
@@ -52,8 +51,6 @@ pub struct Shared {
     pub registry: Registry,
     /// Open connections, from accept to close.
     pub tracker: Arc<Tracker>,
-    /// Announces graceful shutdown to every connection.
-    pub shutdown: watch::Sender<Option<Drain>>,
     /// `/readyz` answers 200 while this is true.
     pub ready: AtomicBool,
     /// The file reloads read; `None` for the built-in demo configuration.
@@ -95,7 +92,6 @@ impl Server {
             current: ArcSwap::from_pointee(snapshot),
             registry,
             tracker: Arc::default(),
-            shutdown: watch::Sender::new(None),
             ready: AtomicBool::new(false),
             config_path,
             admin_addr: admin.as_ref().and_then(|a| a.local_addr().ok()),
@@ -159,7 +155,7 @@ impl Server {
         }
         *shared.health.lock().expect("not poisoned") = HealthChecks::default();
         let timeout = shared.current.load().config.drain_timeout;
-        shared.shutdown.send_replace(Some(Drain::now(timeout)));
+        shared.registry.drain_all(Drain::now(timeout));
         let open = shared.tracker.open();
         info!(open, drain_timeout = ?timeout, "shutting down: draining open connections");
         // A drained connection gets its close by the end of the drain and

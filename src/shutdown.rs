@@ -46,31 +46,20 @@ impl Drain {
 /// Announces drains: `None` until one starts.
 pub type DrainSignal = watch::Receiver<Option<Drain>>;
 
-/// Resolves, once either signal announces a drain, to the moment this
+/// Resolves, once `signal` announces a drain, to the moment this
 /// connection must close. Boxed because the relay keeps it for the whole
 /// connection and polls it beside its sockets.
-pub fn close_time(
-    mut shutdown: DrainSignal,
-    mut backend: DrainSignal,
-) -> Pin<Box<dyn Future<Output = Instant> + Send>> {
+pub fn close_time(mut signal: DrainSignal) -> Pin<Box<dyn Future<Output = Instant> + Send>> {
     let seed = next_seed();
     Box::pin(async move {
-        let drain = tokio::select! {
-            d = announced(&mut shutdown) => d,
-            d = announced(&mut backend) => d,
-        };
-        drain.close_time(seed)
+        // Copied out at once: the guard must not live across an await.
+        let announced = signal.wait_for(Option::is_some).await.map(|d| *d);
+        match announced {
+            Ok(drain) => drain.expect("waited for Some").close_time(seed),
+            // The sender is gone: no drain will come.
+            Err(_) => std::future::pending().await,
+        }
     })
-}
-
-async fn announced(signal: &mut DrainSignal) -> Drain {
-    // Copied out at once: the guard must not live across an await.
-    let announced = signal.wait_for(Option::is_some).await.map(|d| *d);
-    match announced {
-        Ok(drain) => drain.expect("waited for Some"),
-        // The sender is gone: no drain will come this way.
-        Err(_) => std::future::pending().await,
-    }
 }
 
 /// A per-connection pseudo-random number (splitmix64 over a counter):

@@ -115,6 +115,9 @@ impl ListenerKey {
 #[derive(Debug, Default)]
 pub struct Registry {
     entries: Mutex<HashMap<(String, SocketAddr), Entry>>,
+    /// Set by graceful shutdown: every backend drains, including any a
+    /// reload adds while the shutdown runs.
+    shutdown: Mutex<Option<Drain>>,
 }
 
 #[derive(Debug)]
@@ -124,10 +127,10 @@ struct Entry {
 }
 
 impl Entry {
-    fn new(addr: SocketAddr) -> Entry {
+    fn new(addr: SocketAddr, shutdown: Option<Drain>) -> Entry {
         Entry {
             state: Arc::new(BackendState::new(addr)),
-            drain: watch::Sender::new(None),
+            drain: watch::Sender::new(shutdown),
         }
     }
 }
@@ -143,13 +146,16 @@ impl Registry {
     /// fresh state, and a draining one that came back stops draining for
     /// new connections.
     pub fn states_for(&self, pool: &config::Pool) -> Vec<Arc<BackendState>> {
+        let shutdown = *self.shutdown.lock().expect("not poisoned");
         let mut entries = self.lock();
         pool.backends
             .iter()
             .map(|b| {
                 let key = (pool.name.clone(), b.addr);
-                let entry = entries.entry(key).or_insert_with(|| Entry::new(b.addr));
-                if entry.state.is_draining() {
+                let entry = entries
+                    .entry(key)
+                    .or_insert_with(|| Entry::new(b.addr, shutdown));
+                if entry.state.is_draining() && shutdown.is_none() {
                     entry.state.set_draining(false);
                     entry.drain = watch::Sender::new(None);
                 }
@@ -165,11 +171,26 @@ impl Registry {
             .map(|e| e.state.clone())
     }
 
+    /// Graceful shutdown: announces `drain` to the connections of every
+    /// backend, now and later.
+    pub fn drain_all(&self, drain: Drain) {
+        *self.shutdown.lock().expect("not poisoned") = Some(drain);
+        for entry in self.lock().values() {
+            entry.drain.send_if_modified(|current| {
+                let unset = current.is_none();
+                if unset {
+                    *current = Some(drain);
+                }
+                unset
+            });
+        }
+    }
+
     /// Announces a drain of backend `addr` of `pool` to its connections.
     pub fn drain_signal(&self, pool: &str, addr: SocketAddr) -> DrainSignal {
         match self.lock().get(&(pool.to_string(), addr)) {
             Some(entry) => entry.drain.subscribe(),
-            None => watch::Sender::new(None).subscribe(),
+            None => watch::Sender::new(*self.shutdown.lock().expect("not poisoned")).subscribe(),
         }
     }
 

@@ -117,13 +117,39 @@ where
 /// metrics; between flushes it counts alone.
 const FLUSH_INTERVAL: Duration = Duration::from_secs(1);
 
-/// A frame the proxy writes into one direction.
+/// A frame of the proxy's own, waiting for a frame boundary in its
+/// direction. It is kept as what to build rather than as bytes: most
+/// connections never need one, and the bytes are rebuilt on the stack
+/// whenever (part of) the frame is written.
+#[derive(Debug, Clone, Copy)]
 struct Inject {
-    buf: [u8; MAX_CONTROL_FRAME_LEN],
-    len: usize,
-    at: usize,
-    /// After this frame, nothing more is written this way (a close).
-    seals: bool,
+    kind: InjectKind,
+    mask: Option<[u8; 4]>,
+    /// Bytes of the frame already written.
+    at: u8,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum InjectKind {
+    /// A close; nothing is written this way after it.
+    Close(CloseCode, &'static str),
+    /// A keepalive ping carrying a token its pong must echo.
+    Ping([u8; PING_TOKEN_LEN]),
+}
+
+impl Inject {
+    fn seals(&self) -> bool {
+        matches!(self.kind, InjectKind::Close(..))
+    }
+
+    fn build<'a>(&self, buf: &'a mut [u8; MAX_CONTROL_FRAME_LEN]) -> &'a [u8] {
+        match self.kind {
+            InjectKind::Close(code, reason) => close_frame(code, reason, self.mask, buf),
+            InjectKind::Ping(token) => {
+                ping_frame(&token, self.mask, buf).expect("a ping token fits a control frame")
+            }
+        }
+    }
 }
 
 /// One direction: reads from its source side, writes to its destination.
@@ -199,7 +225,7 @@ impl Half {
     fn close_sent(&self) -> bool {
         self.sealed
             || self.queued_close.is_some()
-            || self.inject.as_ref().is_some_and(|i| i.seals)
+            || self.inject.as_ref().is_some_and(Inject::seals)
             || self.state.close_code().is_some()
     }
 
@@ -219,14 +245,10 @@ impl Half {
             return;
         }
         if let Some((code, reason)) = self.queued_close.take() {
-            let mut buf = [0u8; MAX_CONTROL_FRAME_LEN];
-            let mask = self.masks.then(mask_key);
-            let len = close_frame(code, reason, mask, &mut buf).len();
             self.inject = Some(Inject {
-                buf,
-                len,
+                kind: InjectKind::Close(code, reason),
+                mask: self.masks.then(mask_key),
                 at: 0,
-                seals: true,
             });
         }
     }
@@ -237,16 +259,10 @@ impl Half {
         if self.inject.is_some() || !self.dst_ok || self.close_sent() {
             return false;
         }
-        let mut buf = [0u8; MAX_CONTROL_FRAME_LEN];
-        let mask = self.masks.then(mask_key);
-        let len = ping_frame(&token, mask, &mut buf)
-            .expect("a ping token fits a control frame")
-            .len();
         self.inject = Some(Inject {
-            buf,
-            len,
+            kind: InjectKind::Ping(token),
+            mask: self.masks.then(mask_key),
             at: 0,
-            seals: false,
         });
         true
     }
@@ -376,21 +392,26 @@ impl Half {
             // The proxy's frame goes out between frames, never inside one
             // (RFC 6455 section 5.4). When forwarding stopped at a rule
             // break, that happened at a frame boundary too.
-            if self.inject.is_some() && (self.state.at_frame_boundary() || !self.forwarding) {
-                let inject = self.inject.as_mut().expect("checked above");
-                match ready!(write(cx, dst, &inject.buf[inject.at..inject.len])) {
-                    Some(n) => inject.at += n,
-                    None => return Poll::Ready(Err(self.destination_gone())),
-                }
-                if inject.at == inject.len {
-                    if inject.seals {
-                        self.sealed = true;
-                        self.forwarding = false;
+            if let Some(mut inject) = self.inject {
+                if self.state.at_frame_boundary() || !self.forwarding {
+                    let mut buf = [0u8; MAX_CONTROL_FRAME_LEN];
+                    let frame = inject.build(&mut buf);
+                    match ready!(write(cx, dst, &frame[usize::from(inject.at)..])) {
+                        Some(n) => inject.at += n as u8,
+                        None => return Poll::Ready(Err(self.destination_gone())),
                     }
-                    self.inject = None;
-                    self.load_queued();
+                    if usize::from(inject.at) == frame.len() {
+                        if inject.seals() {
+                            self.sealed = true;
+                            self.forwarding = false;
+                        }
+                        self.inject = None;
+                        self.load_queued();
+                    } else {
+                        self.inject = Some(inject);
+                    }
+                    continue;
                 }
-                continue;
             }
             if cursor.written == buf.len() {
                 return Poll::Ready(Ok(()));
