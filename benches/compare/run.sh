@@ -201,7 +201,7 @@ probe() { # URL [load options]
 
 # The echo backend: `wsgate echo` once it exists, else the load bench's.
 ECHO_KIND="wsgate echo --workers 1"
-taskset -c "$CPU_LOAD" "$WSGATE" echo --bind 127.0.0.1:18000 --workers 1 \
+RUST_LOG=warn taskset -c "$CPU_LOAD" "$WSGATE" echo --bind 127.0.0.1:18000 --workers 1 \
     >>"$OUT/echo.log" 2>&1 &
 ECHO_PID=$!
 if ! wait_listening 18000 "$ECHO_PID" || ! probe ws://127.0.0.1:18000/echo; then
@@ -241,7 +241,9 @@ start_target() {
             ;;
         wsgate)
             WS_PORT=18030 WSS_PORT=18031
-            taskset -c "$CPU_PROXY" "$WSGATE" --config "$OUT/wsgate.toml" --workers 1 \
+            # Warnings only, as nginx (access_log off, error_log warn) and
+            # HAProxy (no log directive) run: no access log line per connection.
+            RUST_LOG=warn taskset -c "$CPU_PROXY" "$WSGATE" --config "$OUT/wsgate.toml" --workers 1 \
                 >>"$OUT/wsgate.log" 2>&1 &
             ;;
     esac
