@@ -162,7 +162,7 @@ async fn idle_timeout_closes_both_with_1001() {
     assert_eq!(close.close_code(), 1001);
     let elapsed = started.elapsed();
     assert!(elapsed >= Duration::from_millis(400), "{elapsed:?}");
-    assert!(elapsed < Duration::from_millis(2500), "{elapsed:?}");
+    assert!(elapsed < Duration::from_millis(4000), "{elapsed:?}");
     assert_eq!(backend.recv_close().await.unwrap().close_code(), 1001);
 }
 
@@ -196,7 +196,7 @@ async fn pings_come_at_the_interval_and_their_pongs_stay_with_the_proxy() {
         assert!(!ping.masked);
         let elapsed = started.elapsed();
         assert!(elapsed >= Duration::from_millis(250), "{elapsed:?}");
-        assert!(elapsed < Duration::from_millis(1500), "{elapsed:?}");
+        assert!(elapsed < Duration::from_millis(2500), "{elapsed:?}");
         client.send(true, 0xA, &ping.payload).await;
     }
     client.send(true, 0x1, b"after pongs").await;

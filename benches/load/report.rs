@@ -461,8 +461,8 @@ fn render(runs: &[Run], meta: &[(String, String)]) -> String {
         out,
         "\nMedian over repeats, range in parentheses. \"best\" is the better of \
          nginx and HAProxy in the same run. \"pending\": no run of that proxy \
-         produced this figure (for wsgate: the binary does not yet serve \
-         `--config FILE --workers 1`). \"not run\": the scenario was left out \
+         produced this figure (it did not start; see its log in the scratch \
+         folder). \"not run\": the scenario was left out \
          (`--only`). \"–\": the figure needs a proxy, or direct has no TLS.\n"
     );
     out += "| figure | direct | nginx | HAProxy | wsgate | wsgate ÷ best | target | met |\n";
