@@ -19,13 +19,14 @@ use tokio::net::TcpStream;
 use tokio::time::{timeout_at, Instant};
 use tracing::{debug, info, warn};
 
+use crate::close::{CloseCode, CloseInfo, Initiator};
 use crate::config::{HostPattern, StickySource};
 use crate::handshake::{self, FirstByte, ReadHeadError, Reject, Rewind};
-use crate::metrics::ConnectionLabels;
+use crate::metrics::{ConnectionLabels, Meter};
 use crate::server::Shared;
 use crate::shutdown::{self, Guard};
 use crate::snapshot::{ListenerKey, Snapshot};
-use crate::upstream::{self, Offer, UpstreamError};
+use crate::upstream::{self, Offer};
 use crate::{affinity, balance, relay, tls};
 
 /// What a connection knows about where it was accepted.
@@ -237,171 +238,237 @@ where
     };
     let pool_index = snapshot.route_pool[route_index];
     let pool = &snapshot.config.pools[pool_index];
-    let balancer = &snapshot.balancers[pool_index];
     let key = pool
         .sticky
         .as_ref()
         .and_then(|sticky| affinity::key(sticky, req.headers(), req.uri(), accepted.peer));
+    let attempt = Attempt {
+        request: upstream::backend_request(&req, accepted.peer, tls),
+        client_key: &checked.key,
+        offer: Offer::from_request(req.headers()),
+        connect_timeout: route.limits.connect_timeout,
+        budget_end: started + snapshot.config.handshake_timeout,
+    };
+    let (lease, mut backend) =
+        match connect_backend(&accepted, pool_index, key.as_deref(), &attempt).await {
+            Ok(connected) => connected,
+            Err(reject) => return rejected(&accepted, &req, reject),
+        };
+    let addr = lease.backend().addr();
     // A cookie naming one of this pool's backends needs no new cookie;
     // anything else (none, unknown, forged) gets one with the 101.
-    let cookie_name = match &pool.sticky {
-        Some(s) if s.source == StickySource::Cookie => key
+    if let Some(sticky) = pool
+        .sticky
+        .as_ref()
+        .filter(|s| s.source == StickySource::Cookie)
+    {
+        let balancer = &snapshot.balancers[pool_index];
+        if key
             .as_deref()
             .and_then(|k| balancer.backend_for_token(k))
             .is_none()
-            .then_some(s.name.as_str()),
-        _ => None,
+        {
+            let token = balance::cookie_value(lease.backend().id());
+            backend.response.headers_mut().append(
+                http::header::SET_COOKIE,
+                affinity::set_cookie(&sticky.name, &token, tls),
+            );
+        }
+    }
+    let route_name = route_label(route);
+    let access = AccessInfo {
+        listener: accepted.listener.clone(),
+        host: host.unwrap_or("-").to_string(),
+        path: req.uri().path().to_string(),
+        route: route_name.clone(),
+        subprotocol: backend
+            .protocol
+            .as_ref()
+            .and_then(|p| p.to_str().ok())
+            .unwrap_or("-")
+            .to_string(),
     };
-    let offer = Offer::from_request(req.headers());
-    let request = upstream::backend_request(&req, accepted.peer, tls);
+    let meter = accepted.shared.metrics.as_ref().map(|m| {
+        let labels = ConnectionLabels {
+            route: route_name,
+            pool: pool.name.clone(),
+            backend: addr.to_string(),
+        };
+        m.upgraded(labels, started.elapsed())
+    });
+    debug!(peer = %accepted.peer, backend = %addr, elapsed = ?started.elapsed(), "upgraded");
+    // The task keeps only what the relay needs, not the whole answer.
+    let upstream::Upgraded {
+        stream,
+        pre_read,
+        response,
+        deflate,
+        protocol: _,
+    } = backend;
+    let handover = Handover {
+        peer: accepted.peer,
+        backend_addr: addr,
+        backend_stream: stream,
+        backend_pre: pre_read,
+        settings: relay::Settings {
+            limits: route.limits,
+            deflate,
+        },
+        stop: shutdown::close_time(accepted.shared.registry.drain_signal(&pool.name, addr)),
+        meter,
+        access,
+        lease,
+        guard: accepted.guard.lock().expect("not poisoned").take(),
+    };
+    tokio::spawn(relay_connection::<IO>(
+        hyper::upgrade::on(&mut req),
+        handover,
+    ));
+    response
+}
 
-    // Retries must fit the handshake's time budget: a client waits for one
-    // answer, not for every backend's connect_timeout in turn.
-    let budget_end = started + snapshot.config.handshake_timeout;
-    let mut last_failure: Option<UpstreamError> = None;
-    for idx in balancer.candidates(key.as_deref(), StdInstant::now()) {
+/// Tries the pool's backends in the balancer's order until one answers a
+/// valid 101. Backends that cannot be reached are marked down and the next
+/// one is tried, all within the handshake's time budget: a client waits for
+/// one answer, not for every backend's `connect_timeout` in turn. A backend
+/// that answers wrongly ends the attempt (502): another would hide it.
+async fn connect_backend(
+    accepted: &Context,
+    pool_index: usize,
+    key: Option<&[u8]>,
+    attempt: &Attempt<'_>,
+) -> Result<(balance::Lease, upstream::Upgraded), Reject> {
+    let snapshot = &accepted.snapshot;
+    let pool = &snapshot.config.pools[pool_index];
+    let balancer = &snapshot.balancers[pool_index];
+    let mut last_failure = None;
+    for idx in balancer.candidates(key, StdInstant::now()) {
         let Some(lease) = balancer.lease(idx) else {
             continue; // filled up since the candidates were listed
         };
-        let addr = lease.backend().addr();
-        let left = budget_end.saturating_duration_since(StdInstant::now());
+        let left = attempt
+            .budget_end
+            .saturating_duration_since(StdInstant::now());
         if left.is_zero() {
             break;
         }
-        let timeout = route.limits.connect_timeout.min(left);
-        let mut backend_side = match upstream::upgrade(
+        let addr = lease.backend().addr();
+        let timeout = attempt.connect_timeout.min(left);
+        let answer = upstream::upgrade(
             addr,
-            &request,
-            &checked.key,
-            &offer,
+            &attempt.request,
+            attempt.client_key,
+            &attempt.offer,
             timeout,
-        )
-        .await
-        {
-            Ok(up) => up,
+        );
+        match answer.await {
+            Ok(backend) => return Ok((lease, backend)),
             Err(e) if e.is_unreachable() => {
                 warn!(pool = %pool.name, error = %e, "backend unreachable: marked down, trying the next");
                 balancer.mark_failed(idx, StdInstant::now());
                 last_failure = Some(e);
-                continue;
             }
-            Err(e) => return rejected(&accepted, &req, Reject::BadBackendAnswer(e)),
-        };
-        if let Some(name) = cookie_name {
-            let token = balance::cookie_value(lease.backend().id());
-            backend_side.response.headers_mut().append(
-                http::header::SET_COOKIE,
-                affinity::set_cookie(name, &token, tls),
-            );
+            Err(e) => return Err(Reject::BadBackendAnswer(e)),
         }
-        let on_upgrade = hyper::upgrade::on(&mut req);
-        let stop = shutdown::close_time(accepted.shared.registry.drain_signal(&pool.name, addr));
-        let guard = accepted.guard.lock().expect("not poisoned").take();
-        let route_name = route_label(route);
-        let meter = accepted.shared.metrics.as_ref().map(|m| {
-            let labels = ConnectionLabels {
-                route: route_name.clone(),
-                pool: pool.name.clone(),
-                backend: addr.to_string(),
-            };
-            m.upgraded(labels, started.elapsed())
-        });
-        let access = AccessInfo {
-            listener: accepted.listener.clone(),
-            host: req
-                .headers()
-                .get(http::header::HOST)
-                .and_then(|h| h.to_str().ok())
-                .unwrap_or("-")
-                .to_string(),
-            path: req.uri().path().to_string(),
-            route: route_name,
-            subprotocol: backend_side
-                .protocol
-                .as_ref()
-                .and_then(|p| p.to_str().ok())
-                .unwrap_or("-")
-                .to_string(),
-        };
-        let limits = route.limits;
-        let peer = accepted.peer;
-        debug!(%peer, backend = %addr, elapsed = ?started.elapsed(), "upgraded");
-        // The task keeps only what the relay needs, not the whole answer.
-        let upstream::Upgraded {
-            stream: backend_stream,
-            pre_read: backend_pre,
-            response,
-            deflate,
-            protocol: _,
-        } = backend_side;
-        tokio::spawn(async move {
-            let relay_started = StdInstant::now();
-            let client = match on_upgrade.await {
-                Ok(upgraded) => upgraded,
-                Err(e) => {
-                    debug!(%peer, error = %e, "client upgrade failed after the 101");
-                    if let Some(meter) = meter {
-                        let vanished = crate::close::CloseInfo {
-                            code: crate::close::CloseCode::GOING_AWAY,
-                            initiator: crate::close::Initiator::Client,
-                        };
-                        meter.closed(
-                            vanished,
-                            Default::default(),
-                            Default::default(),
-                            relay_started.elapsed(),
-                        );
-                    }
-                    return;
-                }
-            };
-            let parts = match client.downcast::<TokioIo<Rewind<IO>>>() {
-                Ok(parts) => parts,
-                Err(_) => unreachable!("the upgraded IO is the one served"),
-            };
-            let (unread, client_io) = parts.io.into_inner().into_parts();
-            let client_pre = join(parts.read_buf, unread);
-            let settings = relay::Settings { limits, deflate };
-            let end = relay::run(
-                client_io,
-                client_pre,
-                backend_stream,
-                backend_pre,
-                settings,
-                stop,
-                meter,
-            )
-            .await;
-            // The backend's slot is free once the relay is done.
-            drop(lease);
-            drop(guard);
-            info!(
-                target: "wsgate::access",
-                client = %peer,
-                listener = %access.listener,
-                host = %access.host,
-                path = %access.path,
-                route = %access.route,
-                backend = %addr,
-                subprotocol = %access.subprotocol,
-                status = 101,
-                duration_ms = relay_started.elapsed().as_millis() as u64,
-                messages_in = end.client_to_backend.messages,
-                bytes_in = end.client_to_backend.bytes,
-                messages_out = end.backend_to_client.messages,
-                bytes_out = end.backend_to_client.bytes,
-                close_code = end.close.code.0,
-                closed_by = end.close.initiator.as_str(),
-                "closed"
-            );
-        });
-        return response;
     }
-    let reject = match last_failure {
+    Err(match last_failure {
         Some(e) => Reject::BackendsFailed(e),
         None => Reject::NoBackend,
+    })
+}
+
+/// What every backend attempt of one handshake sends and checks.
+struct Attempt<'a> {
+    /// The client's request as the backend gets it.
+    request: Vec<u8>,
+    /// The client's key, to check the backend's accept against.
+    client_key: &'a http::HeaderValue,
+    /// What the client offered, to check the backend's choices against.
+    offer: Offer,
+    /// The route's `connect_timeout`, per attempt.
+    connect_timeout: std::time::Duration,
+    /// When the last attempt must have ended.
+    budget_end: StdInstant,
+}
+
+/// Everything the relay task takes over from the handshake.
+struct Handover {
+    peer: SocketAddr,
+    backend_addr: SocketAddr,
+    backend_stream: TcpStream,
+    backend_pre: Bytes,
+    settings: relay::Settings,
+    stop: relay::Stop,
+    meter: Option<Meter>,
+    access: AccessInfo,
+    /// The backend's connection slot, held until the relay ends.
+    lease: balance::Lease,
+    /// Counts the connection as open until the relay ends.
+    guard: Option<Guard>,
+}
+
+/// Waits for hyper to finish the client's upgrade, gets the raw client
+/// stream back with the bytes already read from it, relays, and writes the
+/// access-log line.
+async fn relay_connection<IO>(on_upgrade: hyper::upgrade::OnUpgrade, h: Handover)
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let relay_started = StdInstant::now();
+    let client = match on_upgrade.await {
+        Ok(upgraded) => upgraded,
+        Err(e) => {
+            debug!(peer = %h.peer, error = %e, "client upgrade failed after the 101");
+            if let Some(meter) = h.meter {
+                let vanished = CloseInfo {
+                    code: CloseCode::GOING_AWAY,
+                    initiator: Initiator::Client,
+                };
+                let none = relay::Counts::default();
+                meter.closed(vanished, none, none, relay_started.elapsed());
+            }
+            return;
+        }
     };
-    rejected(&accepted, &req, reject)
+    let parts = match client.downcast::<TokioIo<Rewind<IO>>>() {
+        Ok(parts) => parts,
+        Err(_) => unreachable!("the upgraded IO is the one served"),
+    };
+    let (unread, client_io) = parts.io.into_inner().into_parts();
+    let client_pre = join(parts.read_buf, unread);
+    let end = relay::run(
+        client_io,
+        client_pre,
+        h.backend_stream,
+        h.backend_pre,
+        h.settings,
+        h.stop,
+        h.meter,
+    )
+    .await;
+    // The backend's slot and the open-connection count are released here.
+    drop(h.lease);
+    drop(h.guard);
+    let a = &h.access;
+    info!(
+        target: "wsgate::access",
+        client = %h.peer,
+        listener = %a.listener,
+        host = %a.host,
+        path = %a.path,
+        route = %a.route,
+        backend = %h.backend_addr,
+        subprotocol = %a.subprotocol,
+        status = 101,
+        duration_ms = relay_started.elapsed().as_millis() as u64,
+        messages_in = end.client_to_backend.messages,
+        bytes_in = end.client_to_backend.bytes,
+        messages_out = end.backend_to_client.messages,
+        bytes_out = end.backend_to_client.bytes,
+        close_code = end.close.code.0,
+        closed_by = end.close.initiator.as_str(),
+        "closed"
+    );
 }
 
 /// hyper's read-ahead first, then anything the head reader had that hyper
