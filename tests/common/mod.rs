@@ -916,14 +916,23 @@ impl Binary {
         Binary { child, lines, seen }
     }
 
-    /// Waits (bounded) for a log line containing every one of `parts`.
+    /// Waits (bounded, generously: a child process on a loaded machine is
+    /// slow) for a log line containing every one of `parts`. On failure the
+    /// panic shows everything the process logged.
     pub async fn wait_line(&mut self, parts: &[&str]) -> String {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         loop {
-            let line = within(self.seen.recv())
-                .await
-                .expect("the process ended first");
-            if parts.iter().all(|p| line.contains(p)) {
-                return line;
+            match tokio::time::timeout_at(deadline, self.seen.recv()).await {
+                Ok(Some(line)) if parts.iter().all(|p| line.contains(p)) => return line,
+                Ok(Some(_)) => {}
+                Ok(None) => panic!(
+                    "the process ended before logging {parts:?}:\n{}",
+                    self.lines().join("\n")
+                ),
+                Err(_) => panic!(
+                    "no line with {parts:?} in 30 s; the log so far:\n{}",
+                    self.lines().join("\n")
+                ),
             }
         }
     }
