@@ -34,13 +34,42 @@ backends = [{{ addr = "{backend}" }}]
     )
 }
 
+/// A test CA, two certificates (`localhost` by default, `second.test` by
+/// SNI), an echo backend and the proxy's TLS listener in front of it.
+struct TlsSetup {
+    ca: TestCa,
+    first: Issued,
+    second: Issued,
+    backend: Backend,
+    proxy: Proxy,
+}
+
+impl TlsSetup {
+    async fn start() -> TlsSetup {
+        let ca = TestCa::new();
+        let first = ca.issue("first", &["localhost"]);
+        let second = ca.issue("second", &["second.test"]);
+        let backend = echo_backend().await;
+        let proxy = start_proxy(&tls_config(backend.addr, &first, &second)).await;
+        TlsSetup {
+            ca,
+            first,
+            second,
+            backend,
+            proxy,
+        }
+    }
+}
+
 #[tokio::test]
 async fn echo_over_wss_with_sni_choosing_the_certificate() {
-    let ca = TestCa::new();
-    let first = ca.issue("first", &["localhost"]);
-    let second = ca.issue("second", &["second.test"]);
-    let backend = echo_backend().await;
-    let proxy = start_proxy(&tls_config(backend.addr, &first, &second)).await;
+    let TlsSetup {
+        ca,
+        first,
+        second,
+        backend,
+        proxy,
+    } = TlsSetup::start().await;
     let addr = proxy.addr("main");
 
     for (name, expected) in [("localhost", &first), ("second.test", &second)] {
@@ -68,11 +97,9 @@ async fn echo_over_wss_with_sni_choosing_the_certificate() {
 
 #[tokio::test]
 async fn alpn_http_1_1_is_offered() {
-    let ca = TestCa::new();
-    let first = ca.issue("first", &["localhost"]);
-    let second = ca.issue("second", &["second.test"]);
-    let backend = echo_backend().await;
-    let proxy = start_proxy(&tls_config(backend.addr, &first, &second)).await;
+    // The setup is held whole: its proxy stops when dropped.
+    let setup = TlsSetup::start().await;
+    let (ca, proxy) = (&setup.ca, &setup.proxy);
     let mut config = (*ca.client_config()).clone();
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     let tcp = tokio::net::TcpStream::connect(proxy.addr("main"))
@@ -86,11 +113,8 @@ async fn alpn_http_1_1_is_offered() {
 
 #[tokio::test]
 async fn plain_http_on_tls_listener_gets_400_and_stalled_tls_is_cut() {
-    let ca = TestCa::new();
-    let first = ca.issue("first", &["localhost"]);
-    let second = ca.issue("second", &["second.test"]);
-    let backend = echo_backend().await;
-    let proxy = start_proxy(&tls_config(backend.addr, &first, &second)).await;
+    let setup = TlsSetup::start().await;
+    let (ca, proxy, backend) = (&setup.ca, &setup.proxy, &setup.backend);
     let addr = proxy.addr("main");
 
     let answer = raw_request(addr, upgrade_request("/echo", "").as_bytes()).await;

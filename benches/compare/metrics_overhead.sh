@@ -14,24 +14,13 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 cd "$ROOT"
 OUT="${CARGO_TARGET_DIR:-$ROOT/target}/bench-metrics"
 mkdir -p "$OUT"
-log() { printf '%s %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+# shellcheck source=benches/compare/common.sh
+source "$ROOT/benches/compare/common.sh"
 
 for port in 18000 18030 18039; do
-    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-        echo "port $port is in use" >&2
-        exit 1
-    fi
+    port_busy "$port" && die "port $port is in use"
 done
-
-executable() {
-    grep -o '"executable":"[^"]*"' "$1" | sed 's/^"executable":"//; s/"$//' |
-        grep -E "/(deps/)?$2(-[0-9a-f]+)?\$" | tail -n 1
-}
-log "building (release)"
-cargo build --release --bin wsgate --message-format=json-render-diagnostics >"$OUT/build-wsgate.json"
-cargo bench --bench load --no-run --message-format=json-render-diagnostics >"$OUT/build-load.json"
-WSGATE=$(executable "$OUT/build-wsgate.json" wsgate)
-LOAD=$(executable "$OUT/build-load.json" load)
+build_binaries "$OUT"
 
 base='[defaults]
 idle_timeout = "1h"

@@ -57,8 +57,8 @@ export PATH="$PATH:/usr/sbin:/sbin"
 OUT="${CARGO_TARGET_DIR:-$ROOT/target}/bench-compare"
 RESULTS="$OUT/results.jsonl"
 
-log() { printf '%s %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-die() { log "error: $*"; exit 1; }
+# shellcheck source=benches/compare/common.sh
+source "$ROOT/benches/compare/common.sh"
 
 contains() { # LIST(comma-separated) WORD
     [[ ",$1," == *",$2,"* ]]
@@ -114,8 +114,6 @@ ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 ECHO_PID=""     # the echo backend
 TARGET_PID=""   # the proxy under test, when one runs
 
-port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-
 # Waits (at most 5 s) until PORT accepts connections while PID lives.
 wait_listening() {
     local port=$1 pid=$2 i
@@ -169,17 +167,7 @@ mkdir -p "$OUT/nginx-tmp"
 : >"$RESULTS"
 : >"$OUT/load.log"
 
-# The executable cargo reports for NAME in its JSON messages in FILE.
-executable() {
-    grep -o '"executable":"[^"]*"' "$1" | sed 's/^"executable":"//; s/"$//' |
-        grep -E "/(deps/)?$2(-[0-9a-f]+)?\$" | tail -n 1
-}
-log "building wsgate and the load generator (release)"
-cargo build --release --bin wsgate --message-format=json-render-diagnostics >"$OUT/build-wsgate.json"
-cargo bench --bench load --no-run --message-format=json-render-diagnostics >"$OUT/build-load.json"
-WSGATE=$(executable "$OUT/build-wsgate.json" wsgate)
-LOAD=$(executable "$OUT/build-load.json" load)
-[[ -x "$WSGATE" && -x "$LOAD" ]] || die "could not find the built binaries"
+build_binaries "$OUT"
 
 log "self-signed ECDSA P-256 certificate for localhost"
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 7 \

@@ -1,0 +1,25 @@
+# Shared by the benchmark scripts in this folder (sourced, not run).
+
+log() { printf '%s %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+# True when something accepts connections on 127.0.0.1:PORT.
+port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+# The executable cargo reports for NAME in its JSON messages in FILE.
+executable() {
+    grep -o '"executable":"[^"]*"' "$1" | sed 's/^"executable":"//; s/"$//' |
+        grep -E "/(deps/)?$2(-[0-9a-f]+)?\$" | tail -n 1
+}
+
+# Builds wsgate and the load generator in release mode (cargo's messages go
+# to files in OUT) and sets WSGATE and LOAD to their paths.
+build_binaries() {
+    local out=$1
+    log "building wsgate and the load generator (release)"
+    cargo build --release --bin wsgate --message-format=json-render-diagnostics >"$out/build-wsgate.json"
+    cargo bench --bench load --no-run --message-format=json-render-diagnostics >"$out/build-load.json"
+    WSGATE=$(executable "$out/build-wsgate.json" wsgate)
+    LOAD=$(executable "$out/build-load.json" load)
+    [[ -x "$WSGATE" && -x "$LOAD" ]] || die "could not find the built binaries"
+}
