@@ -10,6 +10,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tracing::debug;
 
+use crate::frame::{apply_mask, parse_header, FrameHeader, Opcode, MAX_HEADER_LEN};
 use crate::handshake::{accept_for, read_head};
 
 /// Accepts connections on `listener` forever, echoing on each.
@@ -81,14 +82,16 @@ async fn echo(mut stream: TcpStream) -> io::Result<()> {
 struct Echoer {
     /// Payload bytes of the current data frame still to echo.
     remaining: u64,
-    mask: [u8; 4],
-    mask_offset: usize,
+    /// The current data frame's masking key, if it had one.
+    mask: Option<[u8; 4]>,
+    /// Payload bytes of the current data frame already unmasked.
+    offset: usize,
     closed: bool,
 }
 
 impl Echoer {
     /// Echoes what it can of `input` into `out`; returns how much of
-    /// `input` it used.
+    /// `input` it used. A malformed header ends the connection.
     fn process(&mut self, input: &[u8], out: &mut Vec<u8>) -> usize {
         let mut pos = 0;
         while pos < input.len() && !self.closed {
@@ -96,81 +99,97 @@ impl Echoer {
                 let n = (self.remaining as usize).min(input.len() - pos);
                 let start = out.len();
                 out.extend_from_slice(&input[pos..pos + n]);
-                for (i, b) in out[start..].iter_mut().enumerate() {
-                    *b ^= self.mask[(self.mask_offset + i) % 4];
+                if let Some(key) = self.mask {
+                    apply_mask(&mut out[start..], key, self.offset);
                 }
-                self.mask_offset = (self.mask_offset + n) % 4;
+                self.offset += n;
                 self.remaining -= n as u64;
                 pos += n;
                 continue;
             }
-            let Some((fin_op, len, mask, header_len)) = parse_header(&input[pos..]) else {
-                break;
+            let header = match parse_header(&input[pos..]) {
+                Ok(Some(header)) => header,
+                Ok(None) => break,
+                Err(_) => {
+                    self.closed = true;
+                    break;
+                }
             };
-            let opcode = fin_op & 0x0f;
-            if opcode >= 0x8 {
+            let header_len = header.header_len();
+            // Echoed frames go to a client: never masked (RFC 6455 section 5.1).
+            let reply = FrameHeader {
+                mask: None,
+                ..header
+            };
+            let mut head = [0u8; MAX_HEADER_LEN];
+            if header.opcode.is_control() {
                 // Control frames are answered whole; they are at most 125 bytes.
-                let total = header_len + len as usize;
+                let total = header_len + header.payload_len as usize;
                 if input.len() - pos < total {
                     break;
                 }
-                let mut payload = input[pos + header_len..pos + total].to_vec();
-                for (i, b) in payload.iter_mut().enumerate() {
-                    *b ^= mask[i % 4];
-                }
-                match opcode {
-                    0x9 => push_frame_header(out, 0x8A, payload.len() as u64),
-                    0x8 => {
-                        push_frame_header(out, 0x88, payload.len() as u64);
+                let opcode = match header.opcode {
+                    Opcode::Ping => Opcode::Pong,
+                    Opcode::Close => {
                         self.closed = true;
+                        Opcode::Close
                     }
                     _ => {
                         pos += total;
                         continue;
                     }
+                };
+                out.extend_from_slice(FrameHeader { opcode, ..reply }.encode(&mut head));
+                let start = out.len();
+                out.extend_from_slice(&input[pos + header_len..pos + total]);
+                if let Some(key) = header.mask {
+                    apply_mask(&mut out[start..], key, 0);
                 }
-                out.extend_from_slice(&payload);
                 pos += total;
                 continue;
             }
-            push_frame_header(out, fin_op, len);
-            self.remaining = len;
-            self.mask = mask;
-            self.mask_offset = 0;
+            out.extend_from_slice(reply.encode(&mut head));
+            self.remaining = header.payload_len;
+            self.mask = header.mask;
+            self.offset = 0;
             pos += header_len;
         }
         pos
     }
 }
 
-/// (first byte, payload length, mask, header length) of a complete header.
-fn parse_header(b: &[u8]) -> Option<(u8, u64, [u8; 4], usize)> {
-    if b.len() < 2 {
-        return None;
-    }
-    let (len, mut at) = match b[1] & 0x7f {
-        126 if b.len() >= 4 => (u16::from_be_bytes([b[2], b[3]]) as u64, 4),
-        127 if b.len() >= 10 => (u64::from_be_bytes(b[2..10].try_into().ok()?), 10),
-        126 | 127 => return None,
-        n => (n as u64, 2),
-    };
-    let mut mask = [0u8; 4];
-    if b[1] & 0x80 != 0 {
-        mask.copy_from_slice(b.get(at..at + 4)?);
-        at += 4;
-    }
-    Some((b[0], len, mask, at))
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-fn push_frame_header(out: &mut Vec<u8>, first: u8, len: u64) {
-    out.push(first);
-    if len < 126 {
-        out.push(len as u8);
-    } else if len <= u16::MAX as u64 {
-        out.push(126);
-        out.extend_from_slice(&(len as u16).to_be_bytes());
-    } else {
-        out.push(127);
-        out.extend_from_slice(&len.to_be_bytes());
+    fn masked(first: u8, payload: &[u8], key: [u8; 4]) -> Vec<u8> {
+        let mut out = vec![first, 0x80 | payload.len() as u8];
+        out.extend_from_slice(&key);
+        let start = out.len();
+        out.extend_from_slice(payload);
+        apply_mask(&mut out[start..], key, 0);
+        out
+    }
+
+    #[test]
+    fn echoes_unmasked_across_reads_answers_pings_and_closes() {
+        let mut input = masked(0x81, b"hello", [1, 2, 3, 4]);
+        input.extend(masked(0x89, b"ping", [9, 8, 7, 6]));
+        input.extend(masked(0x88, &[0x03, 0xe8, b'o', b'k'], [5, 5, 5, 5]));
+        let mut echo = Echoer::default();
+        let mut out = Vec::new();
+        // Fed in reads that split the first frame's payload.
+        let mut used = 0;
+        for end in [9, input.len()] {
+            used += echo.process(&input[used..end], &mut out);
+        }
+        assert_eq!(used, input.len());
+        let mut expected = vec![0x81, 5];
+        expected.extend_from_slice(b"hello");
+        expected.extend_from_slice(&[0x8A, 4]);
+        expected.extend_from_slice(b"ping");
+        expected.extend_from_slice(&[0x88, 4, 0x03, 0xe8, b'o', b'k']);
+        assert_eq!(out, expected);
+        assert!(echo.closed);
     }
 }
