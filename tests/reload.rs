@@ -144,13 +144,19 @@ async fn sighup_reloads_the_running_binary() {
     std::fs::write(&path, config(&[("/", "pa")], &[("pa", &[a.addr])], "")).unwrap();
     let mut bin = Binary::start(&["--config", path.to_str().unwrap()]);
     let admin_addr = bin.wait_addr(&["admin listening"], "addr").await;
+    // Ready by state: serving and watching, in whichever order it got there.
+    admin_until(admin_addr, "GET", "/readyz", CHILD_LIMIT, |code, _| {
+        code == 200
+    })
+    .await;
     bin.wait_line(&["watching the configuration file"]).await;
     bin.signal("HUP");
+    admin_until(admin_addr, "GET", "/status", CHILD_LIMIT, |code, body| {
+        code == 200 && body.contains(r#""version":2"#)
+    })
+    .await;
     bin.wait_line(&["configuration reloaded", "version=2"])
         .await;
-    let (code, body) = admin(admin_addr, "GET", "/status").await;
-    assert_eq!(code, 200);
-    assert!(body.contains(r#""version":2"#), "{body}");
 }
 
 #[tokio::test]

@@ -4,12 +4,17 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+/// How long a wait on a child process may take: generous, because a child
+/// process on a loaded machine is slow to start and to log.
+pub const CHILD_LIMIT: Duration = Duration::from_secs(30);
+
 /// The real binary, running; killed when dropped. Its stderr lines are
 /// collected as they come.
 pub struct Binary {
     child: std::process::Child,
     lines: Arc<Mutex<Vec<String>>>,
-    seen: tokio::sync::mpsc::UnboundedReceiver<String>,
+    /// One message per line collected, to wake a waiting test.
+    arrived: tokio::sync::mpsc::UnboundedReceiver<()>,
 }
 
 impl Binary {
@@ -25,39 +30,81 @@ impl Binary {
             .unwrap();
         let stderr = child.stderr.take().unwrap();
         let lines = Arc::new(Mutex::new(Vec::new()));
-        let (tx, seen) = tokio::sync::mpsc::unbounded_channel();
+        let (tx, arrived) = tokio::sync::mpsc::unbounded_channel();
         let store = lines.clone();
         std::thread::spawn(move || {
             for line in std::io::BufReader::new(stderr)
                 .lines()
                 .map_while(Result::ok)
             {
-                store.lock().unwrap().push(line.clone());
-                let _ = tx.send(line);
+                store.lock().unwrap().push(line);
+                let _ = tx.send(());
             }
         });
-        Binary { child, lines, seen }
+        Binary {
+            child,
+            lines,
+            arrived,
+        }
     }
 
-    /// Waits (bounded, generously: a child process on a loaded machine is
-    /// slow) for a log line containing every one of `parts`. On failure the
-    /// panic shows everything the process logged.
+    /// Waits (bounded by [`CHILD_LIMIT`]) until the process has logged a
+    /// line containing every one of `parts`, and returns the first such
+    /// line. Every line logged so far counts, whatever came before or after
+    /// it: tasks log in no fixed order, so waits must not depend on one. On
+    /// failure the panic shows everything the process logged.
     pub async fn wait_line(&mut self, parts: &[&str]) -> String {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        let deadline = tokio::time::Instant::now() + CHILD_LIMIT;
         loop {
-            match tokio::time::timeout_at(deadline, self.seen.recv()).await {
-                Ok(Some(line)) if parts.iter().all(|p| line.contains(p)) => return line,
-                Ok(Some(_)) => {}
-                Ok(None) => panic!(
-                    "the process ended before logging {parts:?}:\n{}",
-                    self.lines().join("\n")
-                ),
+            if let Some(line) = self.find_line(parts) {
+                return line;
+            }
+            match tokio::time::timeout_at(deadline, self.arrived.recv()).await {
+                Ok(Some(())) => {}
+                // The reader stores a line before announcing it, so once it
+                // has ended the store is complete.
+                Ok(None) => match self.find_line(parts) {
+                    Some(line) => return line,
+                    None => panic!(
+                        "the process ended before logging {parts:?}:\n{}",
+                        self.lines().join("\n")
+                    ),
+                },
                 Err(_) => panic!(
-                    "no line with {parts:?} in 30 s; the log so far:\n{}",
+                    "no line with {parts:?} in {CHILD_LIMIT:?}; the log so far:\n{}",
                     self.lines().join("\n")
                 ),
             }
         }
+    }
+
+    /// Like [`Binary::wait_line`], but `None` when the process ends without
+    /// logging such a line, for tests that accept either outcome.
+    pub async fn wait_line_or_exit(&mut self, parts: &[&str]) -> Option<String> {
+        let deadline = tokio::time::Instant::now() + CHILD_LIMIT;
+        loop {
+            if let Some(line) = self.find_line(parts) {
+                return Some(line);
+            }
+            match tokio::time::timeout_at(deadline, self.arrived.recv()).await {
+                Ok(Some(())) => {}
+                Ok(None) => return self.find_line(parts),
+                Err(_) => panic!(
+                    "no line with {parts:?} in {CHILD_LIMIT:?}; the log so far:\n{}",
+                    self.lines().join("\n")
+                ),
+            }
+        }
+    }
+
+    /// The first line logged so far that contains every one of `parts`.
+    fn find_line(&self, parts: &[&str]) -> Option<String> {
+        self.lines
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|line| parts.iter().all(|p| line.contains(p)))
+            .cloned()
     }
 
     /// The address logged after `key=` in the first line with `parts`.
@@ -87,15 +134,20 @@ impl Binary {
         assert!(status.success());
     }
 
-    /// Waits (bounded) for the process to exit; its exit code.
+    /// Waits (bounded by [`CHILD_LIMIT`]) for the process to exit; its
+    /// exit code.
     pub async fn exit_code(&mut self) -> Option<i32> {
-        for _ in 0..2000 {
+        let deadline = tokio::time::Instant::now() + CHILD_LIMIT;
+        while tokio::time::Instant::now() < deadline {
             if let Some(status) = self.child.try_wait().unwrap() {
                 return status.code();
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        panic!("the process did not exit");
+        panic!(
+            "the process did not exit in {CHILD_LIMIT:?}; its log:\n{}",
+            self.lines().join("\n")
+        );
     }
 }
 

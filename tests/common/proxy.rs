@@ -132,6 +132,29 @@ pub async fn admin(addr: SocketAddr, method: &str, path: &str) -> (u16, String) 
     (answer.status, answer.body)
 }
 
+/// Asks the admin listener at `addr` for `path` until `done(status, body)`
+/// holds, and returns that answer: readiness by state, not by log lines.
+/// Bounded by `limit`; the panic shows the last answer.
+pub async fn admin_until(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    limit: Duration,
+    done: impl Fn(u16, &str) -> bool,
+) -> (u16, String) {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        let (status, body) = admin(addr, method, path).await;
+        if done(status, &body) {
+            return (status, body);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            panic!("{method} {path} never satisfied the wait in {limit:?}; last answer {status}: {body}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// The value of the sample `name{labels}` in a Prometheus scrape (0 when
 /// absent). `labels` is the exact label text, e.g. `status="404"`.
 pub fn sample(scrape: &str, name: &str, labels: &[&str]) -> f64 {
