@@ -1,5 +1,6 @@
 //! The real binary: `wsgate check` on good and bad files, `--version`, and
-//! `wsgate demo` answering on ws://127.0.0.1:8080/echo.
+//! `wsgate demo`: its configuration on port 0, and the command itself on
+//! ws://127.0.0.1:8080/echo, or naming the address a running demo holds.
 
 mod common;
 
