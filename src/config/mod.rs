@@ -104,6 +104,8 @@ pub struct Route {
     pub path_prefix: String,
     /// Name of the pool (validated to exist).
     pub pool: String,
+    /// Index of that pool in [`Config::pools`], resolved by validation.
+    pub pool_index: usize,
     /// `None`: any Origin. Compared case-insensitively (ASCII).
     pub allowed_origins: Option<Vec<String>>,
     /// The route's limits and timeouts, defaults applied.
