@@ -1,10 +1,30 @@
 //! Turns the file types into a validated [`Config`], collecting every problem.
 //!
-//! TOML syntax errors, unknown keys and values of the wrong type end parsing
-//! at the first one: serde cannot go past them. Everything else is checked in
-//! full, so one run of `wsgate check` lists every problem with its key path
-//! and line. Each check returns `None` only after reporting why, and a
-//! `Config` is returned only when nothing was reported.
+//! Only a TOML syntax error stops the report. `keys` reads the file into the
+//! types of `file.rs`, reporting and removing every unknown key and value of
+//! the wrong type; the checks here then run on what is left, each table in
+//! its own file: `listener` (`[admin]`, `[[listener]]`, TLS), `route`
+//! (`[[route]]` and the limits shared with `[defaults]`), `pool`, and
+//! `values` (addresses, sizes, durations). So one run of `wsgate check`, a
+//! failed reload's log and `POST /reload` all list every problem with its
+//! key path and line. Each check returns `None` only after reporting why,
+//! and a `Config` is returned only when nothing was reported.
+//!
+//! # Adding a key
+//!
+//! 1. `file.rs`: add the field to its table's struct as
+//!    `Option<Spanned<T>>`; use `RawSize` for sizes and `RawDuration` for
+//!    durations (they keep a wrongly written value for a helpful message).
+//!    Nothing else is needed for the key to be known: unknown-key errors
+//!    and their "did you mean" hints come from serde's list of fields.
+//! 2. `mod.rs`: add the validated field to the table's type, with its doc.
+//! 3. The table's file here: check the value with the `values` parsers
+//!    (`bytes`, `duration`, `socket_addr`, ...) or `require` it, and report
+//!    anything else wrong through `Checker::report` with the key path.
+//!    `[defaults]`-overridable route limits go through `LimitKeys` in
+//!    `route.rs`.
+//! 4. Tests: a case in `tests/<table>.rs` for each problem the key can
+//!    have; docs/configuration.md and config.example.toml for the key.
 
 mod keys;
 mod listener;
