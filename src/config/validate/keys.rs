@@ -25,7 +25,8 @@ use crate::config::Problem;
 /// the problems met on the way, and the key paths removed because of them
 /// (so that validation does not report those keys again as missing).
 pub(super) struct Read {
-    /// `None` only when a problem could not be located in the document.
+    /// `None` after a syntax error, or an error that could not be located in
+    /// the document (then nothing past it can be checked).
     pub file: Option<file::File>,
     /// Unknown keys, values of the wrong type, or one syntax error.
     pub problems: Vec<Problem>,
