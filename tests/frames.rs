@@ -231,7 +231,9 @@ async fn backend_vanishing_gives_the_client_1014_within_a_second() {
     drop(backend);
     let close = client.recv_close().await.unwrap();
     assert_eq!(close.close_code(), 1014);
-    assert!(started.elapsed() < Duration::from_secs(1));
+    // At once, as opposed to at the 60 s idle timeout; the bound leaves room
+    // for a loaded machine.
+    assert!(started.elapsed() < Duration::from_secs(5));
 }
 
 #[tokio::test]
@@ -242,7 +244,8 @@ async fn client_vanishing_gives_the_backend_1001_within_a_second() {
     let close = backend.recv_close().await.unwrap();
     assert_eq!(close.close_code(), 1001);
     assert!(close.masked);
-    assert!(started.elapsed() < Duration::from_secs(1));
+    // At once, as opposed to at the 60 s idle timeout.
+    assert!(started.elapsed() < Duration::from_secs(5));
 }
 
 #[tokio::test]
@@ -292,5 +295,6 @@ async fn close_handshake_started_by_the_proxy_ends_both_tcp_connections() {
     let started = Instant::now();
     assert!(client.closed().await);
     assert!(backend.closed().await);
-    assert!(started.elapsed() < Duration::from_secs(2));
+    // Once both closes have crossed, not at the 5 s close grace.
+    assert!(started.elapsed() < Duration::from_secs(4));
 }
