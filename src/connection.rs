@@ -267,19 +267,20 @@ where
             }
         };
     let addr = lease.backend().addr();
-    // A cookie naming one of this pool's backends needs no new cookie;
-    // anything else (none, unknown, forged) gets one with the 101.
+    // A cookie naming the backend that served needs no new cookie;
+    // anything else (none, unknown, forged, or naming a backend that failed
+    // and was passed over) gets one, so the reconnect sticks to this one.
     if let Some(sticky) = pool
         .sticky
         .as_ref()
         .filter(|s| s.source == StickySource::Cookie)
     {
         let balancer = &snapshot.balancers[pool_index];
-        if key
+        let pinned = key
             .as_deref()
             .and_then(|k| balancer.backend_for_token(k))
-            .is_none()
-        {
+            .and_then(|idx| balancer.backend(idx));
+        if pinned.map(|b| b.id()) != Some(lease.backend().id()) {
             let token = balance::cookie_value(lease.backend().id());
             backend.response.headers_mut().append(
                 http::header::SET_COOKIE,
