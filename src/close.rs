@@ -82,6 +82,26 @@ pub struct CloseInfo {
     pub initiator: Initiator,
 }
 
+/// Traffic of one direction.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
+    /// Data messages whose final frame passed.
+    pub messages: u64,
+    /// Bytes on the wire, frame headers included.
+    pub bytes: u64,
+}
+
+/// How a relayed connection ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct End {
+    /// The first close: its code and who started it.
+    pub close: CloseInfo,
+    /// Client to backend traffic.
+    pub client_to_backend: Counts,
+    /// Backend to client traffic.
+    pub backend_to_client: Counts,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -20,8 +20,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
-use crate::close::CloseInfo;
-use crate::relay::Counts;
+use crate::close::{CloseInfo, Counts};
 use crate::snapshot::Snapshot;
 
 /// Labels of a relayed connection.
@@ -198,7 +197,7 @@ impl Metrics {
         self.backend_up.clear();
         self.backend_active.clear();
         for (pool, balancer) in snapshot.config.pools.iter().zip(&snapshot.balancers) {
-            let now = std::time::Instant::now();
+            let now = tokio::time::Instant::now();
             let states = (0..balancer.len()).filter_map(|i| balancer.backend(i).cloned());
             for state in states.chain(registry.draining(&pool.name)) {
                 let labels = BackendLabels {

@@ -56,25 +56,8 @@ pub struct Settings {
     pub deflate: bool,
 }
 
-/// Traffic of one direction.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Counts {
-    /// Data messages whose final frame passed.
-    pub messages: u64,
-    /// Bytes on the wire, frame headers included.
-    pub bytes: u64,
-}
-
-/// How a relayed connection ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct End {
-    /// The first close: its code and who started it.
-    pub close: CloseInfo,
-    /// Client to backend traffic.
-    pub client_to_backend: Counts,
-    /// Backend to client traffic.
-    pub backend_to_client: Counts,
-}
+/// Re-exported because [`run`] returns them.
+pub use crate::close::{Counts, End};
 
 /// Resolves to the moment a drain wants this connection closed.
 pub type Stop = Pin<Box<dyn Future<Output = Instant> + Send>>;
