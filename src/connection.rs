@@ -127,7 +127,7 @@ async fn serve_http<IO>(
     first_byte: Option<FirstByte>,
     tls: bool,
 ) where
-    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    IO: AsyncRead + AsyncWrite + relay::Socket + Unpin + Send + 'static,
 {
     let head = match timeout_at(deadline, handshake::read_head(&mut io, limit, first_byte)).await {
         Ok(Ok(head)) => head,
@@ -216,7 +216,7 @@ async fn upgrade<IO>(
     tls: bool,
 ) -> Response<Full<Bytes>>
 where
-    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    IO: AsyncRead + AsyncWrite + relay::Socket + Unpin + Send + 'static,
 {
     let started = Instant::now();
     let snapshot = &accepted.snapshot;
@@ -409,7 +409,7 @@ struct Handover {
 /// access-log line.
 async fn relay_connection<IO>(on_upgrade: hyper::upgrade::OnUpgrade, h: Handover)
 where
-    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    IO: AsyncRead + AsyncWrite + relay::Socket + Unpin + Send + 'static,
 {
     let relay_started = Instant::now();
     let client = match on_upgrade.await {

@@ -85,6 +85,14 @@ impl Direction {
             Direction::BackendToClient => Initiator::Backend,
         }
     }
+
+    /// The side these frames are written to.
+    pub fn receiver(self) -> Initiator {
+        match self {
+            Direction::ClientToBackend => Initiator::Backend,
+            Direction::BackendToClient => Initiator::Client,
+        }
+    }
 }
 
 /// The limits of a route and the negotiated extensions, fixed for the life
