@@ -43,7 +43,7 @@ struct TrafficLabels {
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct CloseLabels {
-    code: u16,
+    code: &'static str,
     initiator: &'static str,
     pool: String,
     backend: String,
@@ -306,7 +306,7 @@ impl Meter {
         m.connection_seconds.observe(lifetime.as_secs_f64());
         m.connections_active.get_or_create(&self.labels).dec();
         let labels = CloseLabels {
-            code: close.code.0,
+            code: close.code.label(),
             initiator: close.initiator.as_str(),
             pool: self.labels.pool.clone(),
             backend: self.labels.backend.clone(),

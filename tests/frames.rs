@@ -292,3 +292,87 @@ async fn close_handshake_started_by_the_proxy_ends_both_tcp_connections() {
     assert!(backend.closed().await);
     assert!(started.elapsed() < Duration::from_secs(2));
 }
+
+#[tokio::test]
+async fn client_close_codes_forbidden_on_the_wire_are_1002_to_it_and_1001_to_the_backend() {
+    for code in [0u16, 999, 1004, 1005, 1006, 1015, 1016, 2999, 5000, 65535] {
+        let (_proxy, mut client, mut backend) = raw_pair("").await;
+        client.send_close(code, "odd").await;
+        expect_closes(&mut client, 1002, &mut backend, 1001).await;
+    }
+}
+
+#[tokio::test]
+async fn backend_close_codes_forbidden_on_the_wire_are_1002_to_it_and_1014_to_the_client() {
+    for code in [0u16, 1005, 1006, 2000, 5000] {
+        let (_proxy, mut client, mut backend) = raw_pair("").await;
+        backend.send_close(code, "odd").await;
+        expect_closes(&mut backend, 1002, &mut client, 1014).await;
+    }
+}
+
+#[tokio::test]
+async fn registered_and_private_close_codes_pass_both_ways() {
+    for code in [1000u16, 1003, 1007, 1012, 1013, 1014, 3000, 4999] {
+        let (_proxy, mut client, mut backend) = raw_pair("").await;
+        client.send_close(code, "bye").await;
+        assert_eq!(backend.recv_close().await.unwrap().close_code(), code);
+        backend.send_close(code, "bye").await;
+        assert_eq!(client.recv_close().await.unwrap().close_code(), code);
+    }
+}
+
+/// A client cycling through close codes cannot grow `/metrics`: the
+/// `code` label keeps the RFC's named codes and groups the ranges.
+#[tokio::test]
+async fn close_codes_chosen_by_clients_keep_the_metric_labels_bounded() {
+    let backend = echo_backend().await;
+    let toml = format!(
+        "[admin]\nbind = \"127.0.0.1:0\"\n\n{}",
+        simple_config(&[backend.addr], "")
+    );
+    let proxy = start_proxy(&toml).await;
+    let codes: Vec<u16> = (0..=u16::MAX).step_by(331).chain(1000..=1015).collect();
+    assert!(codes.len() > 200);
+    for batch in codes.chunks(25) {
+        let mut tasks = Vec::new();
+        for &code in batch {
+            let addr = proxy.addr("main");
+            tasks.push(tokio::spawn(async move {
+                let (mut client, answer) =
+                    RawWs::connect(addr, &upgrade_request("/echo", "")).await;
+                assert_eq!(answer.status, 101);
+                client.send_close(code, "").await;
+                client.recv_close().await.expect("a close comes back");
+                assert!(client.closed().await);
+            }));
+        }
+        for task in tasks {
+            within(task).await.unwrap();
+        }
+    }
+    for _ in 0..500 {
+        if proxy.shared.tracker.open() == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(proxy.shared.tracker.open(), 0, "every connection ended");
+    let (status, scrape) = admin(proxy.shared.admin_addr.unwrap(), "GET", "/metrics").await;
+    assert_eq!(status, 200);
+    let series: Vec<&str> = scrape
+        .lines()
+        .filter(|l| l.starts_with("wsgate_closes_total{"))
+        .collect();
+    let total = sample(&scrape, "wsgate_closes_total", &[]);
+    assert_eq!(total, codes.len() as f64, "every close counted");
+    // At most the 16 named codes, 3xxx, 4xxx and other, per initiator.
+    assert!(
+        series.len() <= 19 * 3,
+        "{} series:\n{}",
+        series.len(),
+        series.join("\n")
+    );
+    assert!(series.iter().any(|l| l.contains("code=\"4xxx\"")));
+    assert!(series.iter().any(|l| l.contains("code=\"1002\"")));
+}
