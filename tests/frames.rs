@@ -155,19 +155,24 @@ async fn backend_protocol_errors_are_1002_and_the_client_gets_1014() {
     }
 }
 
-#[tokio::test]
+// The timer rules below run under paused time: the clock moves only when
+// every task waits, so their timings are exact and a loaded machine cannot
+// stretch them. The rules themselves are unit-tested in
+// src/relay/lifecycle/tests.rs; these check that the relay acts on them.
+
+#[tokio::test(start_paused = true)]
 async fn idle_timeout_closes_both_with_1001() {
-    let started = Instant::now();
     let (_proxy, mut client, mut backend) = raw_pair("idle_timeout = \"400ms\"").await;
+    let started = Instant::now();
     let close = client.recv_close().await.unwrap();
     assert_eq!(close.close_code(), 1001);
     let elapsed = started.elapsed();
-    assert!(elapsed >= Duration::from_millis(400), "{elapsed:?}");
-    assert!(elapsed < Duration::from_millis(4000), "{elapsed:?}");
+    assert!(elapsed >= Duration::from_millis(390), "{elapsed:?}");
+    assert!(elapsed < Duration::from_millis(500), "{elapsed:?}");
     assert_eq!(backend.recv_close().await.unwrap().close_code(), 1001);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn traffic_every_half_timeout_keeps_the_connection_open() {
     let (_proxy, mut client, mut backend) = raw_pair("idle_timeout = \"600ms\"").await;
     // Pacing traffic is the point of this test, so the sleeps are the
@@ -186,7 +191,7 @@ async fn traffic_every_half_timeout_keeps_the_connection_open() {
     assert_eq!(backend.recv().await.unwrap().payload, b"still here");
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn pings_come_at_the_interval_and_their_pongs_stay_with_the_proxy() {
     let defaults = "ping_interval = \"300ms\"\nping_timeout = \"2s\"\nidle_timeout = \"30s\"";
     let (_proxy, mut client, mut backend) = raw_pair(defaults).await;
@@ -196,8 +201,8 @@ async fn pings_come_at_the_interval_and_their_pongs_stay_with_the_proxy() {
         assert_eq!(ping.opcode, 0x9);
         assert!(!ping.masked);
         let elapsed = started.elapsed();
-        assert!(elapsed >= Duration::from_millis(250), "{elapsed:?}");
-        assert!(elapsed < Duration::from_millis(2500), "{elapsed:?}");
+        assert!(elapsed >= Duration::from_millis(290), "{elapsed:?}");
+        assert!(elapsed < Duration::from_millis(400), "{elapsed:?}");
         client.send(true, 0xA, &ping.payload).await;
     }
     client.send(true, 0x1, b"after pongs").await;
@@ -209,7 +214,7 @@ async fn pings_come_at_the_interval_and_their_pongs_stay_with_the_proxy() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_client_that_never_answers_pings_is_closed_with_1001() {
     let defaults = "ping_interval = \"200ms\"\nping_timeout = \"300ms\"";
     let (_proxy, mut client, mut backend) = raw_pair(defaults).await;
@@ -218,8 +223,25 @@ async fn a_client_that_never_answers_pings_is_closed_with_1001() {
     assert_eq!(ping.opcode, 0x9);
     let close = client.recv_close().await.unwrap();
     assert_eq!(close.close_code(), 1001);
-    assert!(started.elapsed() < Duration::from_secs(3));
+    let elapsed = started.elapsed();
+    assert!(elapsed >= Duration::from_millis(490), "{elapsed:?}");
+    assert!(elapsed < Duration::from_millis(600), "{elapsed:?}");
     assert_eq!(backend.recv_close().await.unwrap().close_code(), 1001);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_side_that_never_answers_the_close_is_disconnected_after_five_seconds() {
+    let (_proxy, mut client, mut backend) = raw_pair("").await;
+    client.send_close(1000, "bye").await;
+    assert_eq!(backend.recv_close().await.unwrap().close_code(), 1000);
+    let started = Instant::now();
+    // The backend never answers: both TCP connections end 5 s after the
+    // first close.
+    assert!(client.closed().await);
+    let elapsed = started.elapsed();
+    assert!(elapsed >= Duration::from_millis(4900), "{elapsed:?}");
+    assert!(elapsed < Duration::from_millis(5500), "{elapsed:?}");
+    assert!(backend.closed().await);
 }
 
 #[tokio::test]
