@@ -23,7 +23,7 @@ use crate::close::{CloseCode, CloseInfo, Initiator};
 use crate::config::{HostPattern, StickySource};
 use crate::handshake::{self, FirstByte, ReadHeadError, Reject, Rewind};
 use crate::metrics::{ConnectionLabels, Meter};
-use crate::server::Shared;
+use crate::runtime::Runtime;
 use crate::shutdown::{self, Guard};
 use crate::snapshot::{ListenerKey, Snapshot};
 use crate::upstream::{self, Offer};
@@ -40,8 +40,9 @@ pub struct Accepted {
     pub snapshot: Arc<Snapshot>,
     /// Counts this connection as open until it ends.
     pub guard: Guard,
-    /// The running proxy's shared parts (drain signals, live state).
-    pub shared: Arc<Shared>,
+    /// What the running proxy shares with connections (live state,
+    /// metrics).
+    pub runtime: Arc<Runtime>,
 }
 
 /// What the handshake needs of [`Accepted`], shared with hyper's service.
@@ -49,7 +50,7 @@ struct Context {
     peer: SocketAddr,
     listener: Arc<str>,
     snapshot: Arc<Snapshot>,
-    shared: Arc<Shared>,
+    shared: Arc<Runtime>,
     guard: std::sync::Mutex<Option<Guard>>,
 }
 
@@ -73,7 +74,7 @@ pub async fn serve(stream: TcpStream, accepted: Accepted) {
         peer: accepted.peer,
         listener: Arc::from(listener.name.as_str()),
         snapshot: accepted.snapshot,
-        shared: accepted.shared,
+        shared: accepted.runtime,
         guard: std::sync::Mutex::new(Some(accepted.guard)),
     });
     // Small frames must not wait for Nagle's algorithm on either side.
@@ -314,7 +315,7 @@ where
             limits: route.limits,
             deflate,
         },
-        stop: shutdown::close_time(accepted.shared.registry.drain_signal(&pool.name, addr)),
+        stop: shutdown::close_time(lease.backend().drain_signal()),
         meter,
         access,
         lease,

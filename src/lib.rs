@@ -36,6 +36,8 @@ pub mod config;
 
 pub mod snapshot;
 
+pub mod runtime;
+
 pub mod reload;
 
 pub mod shutdown;
