@@ -364,6 +364,11 @@ async fn connect_backend(
         );
         match answer.await {
             Ok(backend) => return Ok((lease, backend)),
+            // Not the backend's fault: it stays up, this client gets 503.
+            Err(e) if e.is_local_shortage() => {
+                warn!(pool = %pool.name, error = %e, "no local resources to reach a backend: answering 503, backend stays up");
+                return Err(Reject::LocalShortage);
+            }
             Err(e) if e.is_unreachable() => {
                 warn!(pool = %pool.name, error = %e, "backend unreachable: marked down, trying the next");
                 balancer.mark_failed(idx, StdInstant::now());

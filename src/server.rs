@@ -385,7 +385,7 @@ impl AcceptBackoff {
 
     /// An accept failed with `e`: logs (rate-limited) and pauses.
     pub(crate) async fn failed(&mut self, e: &io::Error) {
-        if let Some(failures) = self.due() {
+        if let Some(failures) = self.due(tokio::time::Instant::now()) {
             error!(bind = %self.bind, error = %e, failures, "accept failed");
         }
         self.pause().await;
@@ -394,16 +394,16 @@ impl AcceptBackoff {
     /// The descriptor reserve is not whole: logs (rate-limited) and pauses
     /// instead of accepting.
     pub(crate) async fn reserve_short(&mut self) {
-        if let Some(failures) = self.due() {
+        if let Some(failures) = self.due(tokio::time::Instant::now()) {
             warn!(bind = %self.bind, failures, "descriptors nearly exhausted: not accepting until some are free");
         }
         self.pause().await;
     }
 
-    /// Counts a failure; the count since the last line when a line is due.
-    fn due(&mut self) -> Option<u64> {
+    /// Counts a failure at `now`; the count since the last line when a
+    /// line is due.
+    fn due(&mut self, now: tokio::time::Instant) -> Option<u64> {
         self.failures += 1;
-        let now = tokio::time::Instant::now();
         let due = self
             .last_log
             .is_none_or(|last| now.duration_since(last) >= ACCEPT_LOG_EVERY);
@@ -473,4 +473,39 @@ impl FdReserve {
 /// descriptor to spare.
 pub(crate) fn out_of_descriptors(e: &io::Error) -> bool {
     matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn failed_accepts_pause_and_log_once_per_interval() {
+        let mut backoff = AcceptBackoff::new("127.0.0.1:1".parse().unwrap());
+        let start = tokio::time::Instant::now();
+        let e = io::Error::from_raw_os_error(libc::EMFILE);
+        for _ in 0..20 {
+            backoff.failed(&e).await;
+        }
+        // 10 ms doubling to 1 s: 10+20+...+640 ms, then 1 s each.
+        let slept = start.elapsed();
+        assert!(slept >= Duration::from_secs(14), "{slept:?}");
+        backoff.succeeded();
+        let before = tokio::time::Instant::now();
+        backoff.failed(&e).await;
+        assert_eq!(before.elapsed(), PAUSE_MIN);
+    }
+
+    #[test]
+    fn the_failure_log_is_rate_limited_and_counts_what_it_skipped() {
+        let mut backoff = AcceptBackoff::new("127.0.0.1:1".parse().unwrap());
+        let t0 = tokio::time::Instant::now();
+        assert_eq!(backoff.due(t0), Some(1));
+        let lines = (1..100u32)
+            .filter_map(|i| backoff.due(t0 + Duration::from_millis(50) * i))
+            .collect::<Vec<_>>();
+        // 99 failures over 4.95 s: none logged.
+        assert!(lines.is_empty(), "{lines:?}");
+        assert_eq!(backoff.due(t0 + ACCEPT_LOG_EVERY), Some(100));
+    }
 }

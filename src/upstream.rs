@@ -104,6 +104,24 @@ impl UpstreamError {
     }
 }
 
+/// Whether a failed connect is the proxy's own shortage (out of file
+/// descriptors, socket buffers or local ports) rather than the backend's
+/// fault: such a failure must not mark the backend down.
+pub fn is_local_shortage(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::EADDRNOTAVAIL)
+    )
+}
+
+impl UpstreamError {
+    /// Whether this failure is the proxy's own shortage (see
+    /// [`is_local_shortage`]).
+    pub fn is_local_shortage(&self) -> bool {
+        matches!(self, UpstreamError::Connect { source, .. } if is_local_shortage(source))
+    }
+}
+
 /// Headers that describe one hop and are not forwarded (RFC 9110 section
 /// 7.6.1); the upgrade pair is written anew.
 const HOP_BY_HOP: [&str; 9] = [
