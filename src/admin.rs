@@ -29,7 +29,7 @@ pub fn spawn(server: &Server) {
 }
 
 /// Serves admin requests on `listener` until the process ends.
-pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
+async fn serve(listener: TcpListener, shared: Arc<Shared>) {
     let Ok(addr) = listener.local_addr() else {
         return;
     };

@@ -50,14 +50,14 @@ impl ProbeError {
 
 /// The running checks of one snapshot; dropping this stops them.
 #[derive(Debug, Default)]
-pub struct HealthChecks {
+pub(crate) struct HealthChecks {
     tasks: Vec<AbortHandle>,
 }
 
 impl HealthChecks {
     /// Starts a check task for every backend of every pool that has a
     /// `health_check`.
-    pub fn start(snapshot: &Snapshot) -> HealthChecks {
+    pub(crate) fn start(snapshot: &Snapshot) -> HealthChecks {
         let mut tasks = Vec::new();
         for (pool, balancer) in snapshot.config.pools.iter().zip(&snapshot.balancers) {
             let Some(check) = &pool.health_check else {

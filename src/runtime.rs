@@ -15,12 +15,12 @@ use crate::snapshot::{Registry, Snapshot};
 #[derive(Debug)]
 pub struct Runtime {
     /// The snapshot new connections use.
-    pub current: ArcSwap<Snapshot>,
+    pub(crate) current: ArcSwap<Snapshot>,
     /// Live backend state, outliving snapshots.
     pub registry: Registry,
     /// Open connections, from accept to close.
     pub tracker: Arc<Tracker>,
     /// Counters and histograms; kept only when there is an admin listener
     /// to expose them.
-    pub metrics: Option<Arc<Metrics>>,
+    pub(crate) metrics: Option<Arc<Metrics>>,
 }

@@ -74,9 +74,9 @@ impl ReloadError {
 pub struct Shared {
     runtime: Arc<Runtime>,
     /// `/readyz` answers 200 while this is true.
-    pub ready: AtomicBool,
+    pub(crate) ready: AtomicBool,
     /// The file reloads read; `None` for the built-in demo configuration.
-    pub config_path: Option<PathBuf>,
+    pub(crate) config_path: Option<PathBuf>,
     /// Where the admin listener is bound, if there is one.
     pub admin_addr: Option<SocketAddr>,
     /// Serialises reloads: one at a time, each against the last.
@@ -159,11 +159,6 @@ impl Server {
         listeners.get(&ListenerKey::of(listener)).map(|b| b.local)
     }
 
-    /// Where the admin listener is bound.
-    pub fn admin_addr(&self) -> Option<SocketAddr> {
-        self.shared.admin_addr
-    }
-
     /// What the parts of this proxy share.
     pub fn shared(&self) -> &Arc<Shared> {
         &self.shared
@@ -171,7 +166,7 @@ impl Server {
 
     /// The bound admin socket, once: whoever serves the admin listener
     /// takes it.
-    pub fn take_admin_socket(&self) -> Option<TcpListener> {
+    pub(crate) fn take_admin_socket(&self) -> Option<TcpListener> {
         self.shared
             .admin_socket
             .lock()
@@ -226,7 +221,7 @@ impl Shared {
     /// invalid file is refused whole and the running configuration stays.
     /// Reloads run one at a time; each is counted and logged with its
     /// version or its errors.
-    pub async fn reload(self: &Arc<Self>) -> Result<u64, ReloadError> {
+    pub(crate) async fn reload(self: &Arc<Self>) -> Result<u64, ReloadError> {
         let _one_at_a_time = self.reload_lock.lock().await;
         let result = self.apply_file().await;
         match &result {

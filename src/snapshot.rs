@@ -37,7 +37,7 @@ pub struct Snapshot {
 impl Snapshot {
     /// Builds the runtime view of `config`. Validation has already checked
     /// every reference, so nothing here can fail.
-    pub fn new(config: Config, version: u64, registry: &Registry) -> Snapshot {
+    pub(crate) fn new(config: Config, version: u64, registry: &Registry) -> Snapshot {
         let routes = RouteTable::new(&config.routes);
         let route_pool = config
             .routes
@@ -72,7 +72,7 @@ impl Snapshot {
     }
 
     /// The listener `key` names, with its index.
-    pub fn listener(&self, key: &ListenerKey) -> Option<(usize, &config::Listener)> {
+    pub(crate) fn listener(&self, key: &ListenerKey) -> Option<(usize, &config::Listener)> {
         self.config
             .listeners
             .iter()
@@ -92,7 +92,7 @@ pub struct ListenerKey {
 
 impl ListenerKey {
     /// The key of a configured listener.
-    pub fn of(listener: &config::Listener) -> ListenerKey {
+    pub(crate) fn of(listener: &config::Listener) -> ListenerKey {
         ListenerKey {
             bind: listener.bind,
             ephemeral_name: (listener.bind.port() == 0).then(|| listener.name.clone()),
@@ -100,7 +100,7 @@ impl ListenerKey {
     }
 
     /// The configured address.
-    pub fn bind(&self) -> SocketAddr {
+    pub(crate) fn bind(&self) -> SocketAddr {
         self.bind
     }
 }
@@ -128,7 +128,7 @@ impl Registry {
     /// The states of `pool`'s backends, in its order; new backends get a
     /// fresh state, and a draining one that came back stops draining for
     /// new connections.
-    pub fn states_for(&self, pool: &config::Pool) -> Vec<Arc<BackendState>> {
+    pub(crate) fn states_for(&self, pool: &config::Pool) -> Vec<Arc<BackendState>> {
         let shutdown = *self.shutdown.lock().expect("not poisoned");
         let mut entries = self.lock();
         pool.backends
@@ -158,7 +158,7 @@ impl Registry {
 
     /// Graceful shutdown: announces `drain` to the connections of every
     /// backend, now and later.
-    pub fn drain_all(&self, drain: Drain) {
+    pub(crate) fn drain_all(&self, drain: Drain) {
         *self.shutdown.lock().expect("not poisoned") = Some(drain);
         for state in self.lock().values() {
             state.announce_drain(drain);
@@ -168,7 +168,7 @@ impl Registry {
     /// Drains every backend `config` no longer has, and forgets drained
     /// backends whose connections have all ended. Returns the backends
     /// that started draining now.
-    pub fn drain_removed(&self, config: &Config, drain: Drain) -> Vec<(String, SocketAddr)> {
+    pub(crate) fn drain_removed(&self, config: &Config, drain: Drain) -> Vec<(String, SocketAddr)> {
         let kept: HashSet<(&str, SocketAddr)> = config
             .pools
             .iter()
@@ -189,7 +189,7 @@ impl Registry {
     }
 
     /// Backends of `pool` that are draining, with their live state.
-    pub fn draining(&self, pool: &str) -> Vec<Arc<BackendState>> {
+    pub(crate) fn draining(&self, pool: &str) -> Vec<Arc<BackendState>> {
         self.lock()
             .iter()
             .filter(|((p, _), state)| p == pool && state.is_draining())
