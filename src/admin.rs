@@ -3,6 +3,7 @@
 //! a private interface: it can reload the configuration.
 
 use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -23,17 +24,21 @@ use crate::server::{out_of_descriptors, AcceptBackoff, Server, Shared};
 /// Serves the admin listener `server` bound, if its configuration has one,
 /// in a task of its own.
 pub fn spawn(server: &Server) {
-    if let Some(socket) = server.take_admin_socket() {
-        tokio::spawn(serve(socket, server.shared().clone()));
-    }
-}
-
-/// Serves admin requests on `listener` until the process ends.
-async fn serve(listener: TcpListener, shared: Arc<Shared>) {
-    let Ok(addr) = listener.local_addr() else {
+    let Some(socket) = server.take_admin_socket() else {
         return;
     };
+    let Ok(addr) = socket.local_addr() else {
+        return;
+    };
+    // Logged before this returns: the socket is bound and accepts from
+    // here on, and what the caller logs next comes after.
     info!(%addr, "admin listening");
+    tokio::spawn(serve(socket, addr, server.shared().clone()));
+}
+
+/// Serves admin requests on `listener` (bound to `addr`) until the process
+/// ends.
+async fn serve(listener: TcpListener, addr: SocketAddr, shared: Arc<Shared>) {
     let mut backoff = AcceptBackoff::new(addr);
     loop {
         let stream = match listener.accept().await {
