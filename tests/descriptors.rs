@@ -145,7 +145,7 @@ async fn descriptor_exhaustion_answers_503_keeps_backends_up_and_admin_answering
         ),
     )
     .unwrap();
-    let started = std::time::Instant::now();
+    let started = tokio::time::Instant::now();
     let proxy = Limited::start(path.to_str().unwrap()).expect("prlimit runs");
     let listener = proxy.addr("listening", "local").await;
     let admin_addr = proxy.addr("admin listening", "addr").await;
