@@ -54,6 +54,8 @@ pub mod admin;
 
 pub mod metrics;
 
+pub mod log_writer;
+
 pub mod echo;
 
 mod health;

@@ -61,7 +61,8 @@ enum LogFormat {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.log_format);
+    // Kept until `main` returns: dropping it writes the lines still queued.
+    let _log = init_logging(cli.log_format);
     match cli.command {
         Some(Command::Check { config }) => check(&config),
         Some(Command::Demo) => match demo_config() {
@@ -82,20 +83,23 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_logging(format: LogFormat) {
+fn init_logging(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuard {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     // Colour only on a terminal: journald, files and pipes get plain text.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr())
         && std::env::var_os("NO_COLOR").is_none();
+    // Workers queue their lines; a thread writes them (wsgate::log_writer).
+    let (writer, guard) = wsgate::log_writer::stderr();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(ansi)
-        .with_writer(std::io::stderr);
+        .with_writer(writer);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
     }
+    guard
 }
 
 fn check(path: &Path) -> ExitCode {

@@ -86,6 +86,7 @@ pub struct Metrics {
     tls_failures: Family<ListenerLabels, Counter>,
     handshake_seconds: Histogram,
     connection_seconds: Histogram,
+    log_lines_dropped: Counter,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -120,6 +121,7 @@ impl Metrics {
             handshake_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
             // 1 s .. 4^10 s (about 12 days): WebSocket connections live for hours.
             connection_seconds: Histogram::new(exponential_buckets(1.0, 4.0, 11)),
+            log_lines_dropped: Counter::default(),
         };
         let mut registry = Registry::default();
         // prometheus-client appends `_total` to counter names.
@@ -188,6 +190,11 @@ impl Metrics {
             "Relayed connection lifetimes",
             m.connection_seconds.clone(),
         );
+        registry.register(
+            "wsgate_log_lines_dropped",
+            "Log lines dropped because the log writer fell behind",
+            m.log_lines_dropped.clone(),
+        );
         Metrics { registry, ..m }
     }
 
@@ -213,6 +220,11 @@ impl Metrics {
             }
         }
         self.config_version.set(snapshot.version as i64);
+        // The count only grows; two scrapes at once both land on it.
+        self.log_lines_dropped.inner().fetch_max(
+            crate::log_writer::dropped_lines(),
+            std::sync::atomic::Ordering::Relaxed,
+        );
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry)
             .expect("writing to a String cannot fail");
