@@ -10,6 +10,10 @@
 #                      rate,tput64,tput16k,idle,handshake (default: all)
 #   --targets LIST     from direct,nginx,haproxy,wsgate (default: all)
 #   --repeat N         runs per scenario and target (default 3; quick 1)
+#   --logs on|off      access logs: off (default) runs every proxy without
+#                      one; on gives each proxy its access log, written to a
+#                      file in the scratch folder (nginx buffered 64 KiB,
+#                      HAProxy to stdout, wsgate at RUST_LOG=info to stderr)
 #   --no-doc           print the tables only
 #   --doc FILE         write the tables into FILE instead
 #   -h, --help         this text
@@ -36,6 +40,7 @@ TARGETS_ARG=$(IFS=,; echo "${ALL_TARGETS[*]}")
 REPEAT=""
 DOC="docs/benchmarks.md"
 WRITE_DOC=1
+LOGS=off
 ORIGINAL_ARGS="$*"
 while (($#)); do
     case "$1" in
@@ -43,6 +48,7 @@ while (($#)); do
         --only) ONLY="${2:?--only needs a list}"; shift ;;
         --targets) TARGETS_ARG="${2:?--targets needs a list}"; shift ;;
         --repeat) REPEAT="${2:?--repeat needs a number}"; shift ;;
+        --logs) LOGS="${2:?--logs needs on or off}"; shift ;;
         --no-doc) WRITE_DOC=0 ;;
         --doc) DOC="${2:?--doc needs a file}"; shift ;;
         -h|--help) usage; exit 0 ;;
@@ -77,6 +83,19 @@ else
     DURATION=10 WARMUP=2 REPEAT=${REPEAT:-3} IDLE_COUNTS=(1000 5000 9000)
 fi
 [[ "$REPEAT" =~ ^[1-9][0-9]?$ ]] || die "--repeat must be 1 to 99"
+case "$LOGS" in
+    off)
+        NGINX_ACCESS_LOG="access_log off;"
+        HAPROXY_LOG="# no log target: --logs off"
+        WSGATE_RUST_LOG=warn
+        ;;
+    on)
+        NGINX_ACCESS_LOG="access_log @WORK@/nginx-access.log combined buffer=64k;"
+        HAPROXY_LOG="log stdout format raw local0 info"
+        WSGATE_RUST_LOG=info
+        ;;
+    *) die "--logs must be on or off" ;;
+esac
 
 # --- tools -----------------------------------------------------------------
 
@@ -176,7 +195,8 @@ openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 
     -keyout "$OUT/key.pem" -out "$OUT/cert.pem" 2>/dev/null
 cat "$OUT/cert.pem" "$OUT/key.pem" >"$OUT/combined.pem"
 for f in nginx.conf haproxy.cfg wsgate.toml; do
-    sed "s|@WORK@|$OUT|g" "$ROOT/benches/compare/$f" >"$OUT/$f"
+    sed -e "s|@NGINX_ACCESS_LOG@|$NGINX_ACCESS_LOG|" -e "s|@HAPROXY_LOG@|$HAPROXY_LOG|" \
+        -e "s|@WORK@|$OUT|g" "$ROOT/benches/compare/$f" >"$OUT/$f"
 done
 
 # A short checked run: any error or no echo at all fails it.
@@ -229,9 +249,9 @@ start_target() {
             ;;
         wsgate)
             WS_PORT=18030 WSS_PORT=18031
-            # Warnings only, as nginx (access_log off, error_log warn) and
-            # HAProxy (no log directive) run: no access log line per connection.
-            RUST_LOG=warn taskset -c "$CPU_PROXY" "$WSGATE" --config "$OUT/wsgate.toml" --workers 1 \
+            # --logs off: warnings only, as nginx (access_log off, error_log
+            # warn) and HAProxy (no log target) run; on: the access log.
+            RUST_LOG=$WSGATE_RUST_LOG taskset -c "$CPU_PROXY" "$WSGATE" --config "$OUT/wsgate.toml" --workers 1 \
                 >>"$OUT/wsgate.log" 2>&1 &
             ;;
     esac
@@ -349,7 +369,7 @@ report_args=(report --results "$RESULTS"
     --meta "machine=$(nproc) CPUs ($cpu_model), Linux $(uname -r), $(grep -m1 MemTotal /proc/meminfo | awk '{printf "%.0f GiB", $2/1048576}') RAM"
     --meta "software=nginx $nginx_version, HAProxy $haproxy_version, $(openssl version | cut -d' ' -f1-2), wsgate $commit"
     --meta "placement=proxy on CPU 0; echo backend ($ECHO_KIND) and load generator on CPU 1"
-    --meta "runs=${DURATION} s measured after ${WARMUP} s warm-up, $REPEAT repeat(s), idle at ${IDLE_COUNTS[*]} connections"
+    --meta "runs=${DURATION} s measured after ${WARMUP} s warm-up, $REPEAT repeat(s), idle at ${IDLE_COUNTS[*]} connections, access logs $LOGS"
     --meta "command=\`benches/compare/run.sh${ORIGINAL_ARGS:+ $ORIGINAL_ARGS}\`")
 if ((WRITE_DOC)); then
     report_args+=(--doc "$DOC")
