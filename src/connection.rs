@@ -335,7 +335,7 @@ where
     };
     tokio::spawn(relay_connection::<IO>(
         hyper::upgrade::on(&mut req),
-        handover,
+        Box::new(handover),
     ));
     response.map(Either::Left)
 }
@@ -442,7 +442,10 @@ struct Handover {
 /// Waits for hyper to finish the client's upgrade, gets the raw client
 /// stream back with the bytes already read from it, relays, and writes the
 /// access-log line.
-async fn relay_connection<IO>(on_upgrade: hyper::upgrade::OnUpgrade, h: Handover)
+///
+/// The handover comes boxed: an `async fn` keeps its arguments twice in its
+/// future, which every idle connection would pay for.
+async fn relay_connection<IO>(on_upgrade: hyper::upgrade::OnUpgrade, h: Box<Handover>)
 where
     IO: AsyncRead + AsyncWrite + relay::Socket + Unpin + Send + 'static,
 {
@@ -462,22 +465,26 @@ where
             return;
         }
     };
-    let parts = match client.downcast::<TokioIo<Rewind<IO>>>() {
-        Ok(parts) => parts,
-        Err(_) => unreachable!("the upgraded IO is the one served"),
+    // In a block of its own: what the upgrade hands back is moved into the
+    // relay's future and must not keep a second slot in this task's.
+    let relay = {
+        let parts = match client.downcast::<TokioIo<Rewind<IO>>>() {
+            Ok(parts) => parts,
+            Err(_) => unreachable!("the upgraded IO is the one served"),
+        };
+        let (unread, client_io) = parts.io.into_inner().into_parts();
+        let client_pre = join(parts.read_buf, unread);
+        relay::run(
+            client_io,
+            client_pre,
+            h.backend_stream,
+            h.backend_pre,
+            h.settings,
+            h.stop,
+            h.meter,
+        )
     };
-    let (unread, client_io) = parts.io.into_inner().into_parts();
-    let client_pre = join(parts.read_buf, unread);
-    let end = relay::run(
-        client_io,
-        client_pre,
-        h.backend_stream,
-        h.backend_pre,
-        h.settings,
-        h.stop,
-        h.meter,
-    )
-    .await;
+    let end = relay.await;
     // The backend's slot and the open-connection count are released here.
     drop(h.lease);
     drop(h.guard);

@@ -217,6 +217,7 @@ fn main() {
         addrs
     });
 
+    print_sizes();
     let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
     println!("wsgate allocations, proxy threads only; {cycles} cycles, {idle} idle connections");
     for (label, client) in [
@@ -302,6 +303,31 @@ fn main() {
         });
     }
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The size of what `f` would return, without calling it.
+fn returned_size<A, R>(_: impl FnOnce(A) -> R) -> usize {
+    std::mem::size_of::<R>()
+}
+
+/// Sizes of the values an idle connection keeps inline in its task.
+fn print_sizes() {
+    use tokio_rustls::server::TlsStream;
+    use wsgate::relay::{self, Settings, Stop};
+    type Args<C> = (C, TcpStream, Settings, Stop, Option<wsgate::metrics::Meter>);
+    let plain = returned_size(|(c, b, s, stop, m): Args<TcpStream>| {
+        relay::run(c, bytes::Bytes::new(), b, bytes::Bytes::new(), s, stop, m)
+    });
+    let tls = returned_size(|(c, b, s, stop, m): Args<TlsStream<TcpStream>>| {
+        relay::run(c, bytes::Bytes::new(), b, bytes::Bytes::new(), s, stop, m)
+    });
+    println!(
+        "sizes (bytes): TcpStream {}, TlsStream<TcpStream> {}, relay::run future over TcpStream {}, over TlsStream {}",
+        std::mem::size_of::<TcpStream>(),
+        std::mem::size_of::<TlsStream<TcpStream>>(),
+        plain,
+        tls
+    );
 }
 
 /// Lets the proxy finish what the last exchange started (closing sockets,

@@ -72,7 +72,13 @@ impl Socket for tokio_rustls::server::TlsStream<TcpStream> {
 /// Relays until the connection closes, then closes both sockets. When
 /// `stop` resolves, the connection is closed with 1001 at the moment it
 /// names. Traffic is reported to `meter` now and then and at the end.
-pub async fn run<C>(
+///
+/// A plain function returning an `async move` block, not an `async fn`:
+/// an `async fn` keeps each argument twice in its future (the argument and
+/// the body's binding of it), and a TLS stream is over a kilobyte that
+/// every idle connection would pay again.
+#[allow(clippy::manual_async_fn)] // on purpose, as said above
+pub fn run<C>(
     mut client: C,
     client_pre: Bytes,
     mut backend: TcpStream,
@@ -80,27 +86,29 @@ pub async fn run<C>(
     settings: Settings,
     stop: Stop,
     meter: Option<Meter>,
-) -> End
+) -> impl Future<Output = End>
 where
     C: AsyncRead + AsyncWrite + Socket + Unpin,
 {
-    let started = Instant::now();
-    let mut relay = Relay::new(settings, &client_pre, &backend_pre, stop, meter);
-    // These may be views into the handshake's read buffers (hyper's and the
-    // backend answer's): holding them would pin those buffers for the whole
-    // connection. Their bytes are in the relay's own stash by now.
-    drop((client_pre, backend_pre));
-    poll_fn(|cx| relay.poll(cx, &mut client, &mut backend)).await;
-    let end = relay.end();
-    if let Some(meter) = relay.meter.take() {
-        meter.closed(
-            end.close,
-            end.client_to_backend,
-            end.backend_to_client,
-            started.elapsed(),
-        );
+    async move {
+        let started = Instant::now();
+        let mut relay = Relay::new(settings, &client_pre, &backend_pre, stop, meter);
+        // These may be views into the handshake's read buffers (hyper's and
+        // the backend answer's): holding them would pin those buffers for the
+        // whole connection. Their bytes are in the relay's own stash by now.
+        drop((client_pre, backend_pre));
+        poll_fn(|cx| relay.poll(cx, &mut client, &mut backend)).await;
+        let end = relay.end();
+        if let Some(meter) = relay.meter.take() {
+            meter.closed(
+                end.close,
+                end.client_to_backend,
+                end.backend_to_client,
+                started.elapsed(),
+            );
+        }
+        end
     }
-    end
 }
 
 /// Watches one side's socket for an error while its pump does not read

@@ -1,0 +1,34 @@
+//! What an idle connection keeps inline, pinned so that a change which
+//! stores the client's stream twice again (an `async fn` keeps each
+//! argument twice in its future) shows up here rather than in the memory
+//! benchmark (docs/benchmarks.md, "Idle memory").
+
+use tokio::net::TcpStream;
+use tokio_rustls::server::TlsStream;
+use wsgate::metrics::Meter;
+use wsgate::relay::{self, Settings, Stop};
+
+/// The size of what `f` would return, without calling it.
+fn returned_size<A, R>(_: impl FnOnce(A) -> R) -> usize {
+    std::mem::size_of::<R>()
+}
+
+type Args<C> = (C, TcpStream, Settings, Stop, Option<Meter>);
+
+#[test]
+fn the_relay_future_holds_the_client_stream_once() {
+    let plain = returned_size(|(c, b, s, stop, m): Args<TcpStream>| {
+        relay::run(c, bytes::Bytes::new(), b, bytes::Bytes::new(), s, stop, m)
+    });
+    let tls = returned_size(|(c, b, s, stop, m): Args<TlsStream<TcpStream>>| {
+        relay::run(c, bytes::Bytes::new(), b, bytes::Bytes::new(), s, stop, m)
+    });
+    let stream_growth =
+        std::mem::size_of::<TlsStream<TcpStream>>() - std::mem::size_of::<TcpStream>();
+    // One copy of the larger stream, give or take alignment.
+    assert!(
+        tls - plain <= stream_growth + 64,
+        "the relay future grows by {} bytes over TLS, the stream by {stream_growth}",
+        tls - plain
+    );
+}
