@@ -121,6 +121,7 @@ fn status(shared: &Shared) -> serde_json::Value {
                         "up": state.is_up(now),
                         "draining": state.is_draining(),
                         "active": state.active(),
+                        "http_in_flight": state.http().in_flight(),
                     }))
                 })
                 .collect();
@@ -131,6 +132,7 @@ fn status(shared: &Shared) -> serde_json::Value {
                     "up": state.is_up(now),
                     "draining": true,
                     "active": state.active(),
+                    "http_in_flight": state.http().in_flight(),
                 }));
             }
             let balance = match pool.balance {

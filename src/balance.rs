@@ -121,6 +121,8 @@ pub struct BackendState {
     /// when" share one word so a reader never sees one without the other.
     down_until: AtomicU64,
     draining: AtomicBool,
+    /// Keep-alive connections and requests in flight of proxied HTTP.
+    http: Arc<crate::http_proxy::Conns>,
 }
 
 impl BackendState {
@@ -133,7 +135,13 @@ impl BackendState {
             active: AtomicU32::new(0),
             down_until: AtomicU64::new(0),
             draining: AtomicBool::new(false),
+            http: Arc::default(),
         }
+    }
+
+    /// The backend's proxied-HTTP side: idle connections, requests in flight.
+    pub fn http(&self) -> &Arc<crate::http_proxy::Conns> {
+        &self.http
     }
 
     /// The address connections go to.
@@ -246,7 +254,8 @@ impl Drop for Lease {
 #[derive(Debug)]
 pub struct PoolBalancer {
     balance: Balance,
-    /// The sticky key is our own cookie token rather than client data.
+    /// The sticky key is our own cookie token rather than client data (an
+    /// application's cookie, `issue = false`, is hashed like a header).
     cookie_key: bool,
     /// `hash_balance_factor` in millionths, so bounds are exact integers.
     factor_millionths: Option<u64>,
@@ -327,7 +336,7 @@ impl PoolBalancer {
             cookie_key: pool
                 .sticky
                 .as_ref()
-                .is_some_and(|s| s.source == StickySource::Cookie),
+                .is_some_and(|s| s.source == StickySource::Cookie && s.issue),
             // Below 1.0 the bounds could exclude every backend; validation
             // demands more than 1.0, the clamp keeps the promise regardless.
             factor_millionths: pool

@@ -9,25 +9,26 @@ use std::time::Instant as StdInstant;
 
 use bytes::Bytes;
 use http::{Request, Response};
-use http_body_util::Full;
+use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::{timeout_at, Instant};
 use tracing::{debug, info, warn};
 
 use crate::close::{CloseCode, CloseInfo, Initiator};
-use crate::config::{HostPattern, StickySource};
+use crate::config::{HostPattern, HttpMode, StickySource};
 use crate::handshake::{self, FirstByte, ReadHeadError, Reject, Rewind};
+use crate::http_proxy::framing::{Scanned, Verdict};
 use crate::metrics::{ConnectionLabels, Meter};
 use crate::server::Shared;
 use crate::shutdown::{self, Guard};
 use crate::snapshot::{ListenerKey, Snapshot};
 use crate::upstream::{self, Offer};
-use crate::{affinity, balance, relay, tls};
+use crate::{affinity, balance, http_proxy, relay, tls};
 
 /// What a connection knows about where it was accepted.
 pub struct Accepted {
@@ -51,6 +52,12 @@ struct Context {
     snapshot: Arc<Snapshot>,
     shared: Arc<Shared>,
     guard: std::sync::Mutex<Option<Guard>>,
+    /// The listener's `keepalive_timeout`.
+    keepalive: std::time::Duration,
+    /// Which request, if any, carried both framings (request smuggling).
+    framing: Arc<Verdict>,
+    /// Requests seen so far on this connection.
+    requests: std::sync::atomic::AtomicUsize,
 }
 
 /// What the access-log line of a relayed connection names.
@@ -75,6 +82,9 @@ pub async fn serve(stream: TcpStream, accepted: Accepted) {
         snapshot: accepted.snapshot,
         shared: accepted.shared,
         guard: std::sync::Mutex::new(Some(accepted.guard)),
+        keepalive: listener.keepalive_timeout,
+        framing: Arc::default(),
+        requests: Default::default(),
     });
     // Small frames must not wait for Nagle's algorithm on either side.
     let _ = stream.set_nodelay(true);
@@ -155,14 +165,20 @@ async fn serve_http<IO>(
             return;
         }
     };
-    let io = TokioIo::new(Rewind::new(head.freeze(), io));
+    let keepalive = accepted.keepalive;
+    let scanned = Scanned::new(Rewind::new(head.freeze(), io), accepted.framing.clone());
+    let io = TokioIo::new(scanned);
     let service = service_fn(move |req| {
         let accepted = accepted.clone();
-        async move { Ok::<_, Infallible>(upgrade::<IO>(req, accepted, tls).await) }
+        async move { Ok::<_, Infallible>(answer::<IO>(req, accepted, tls).await) }
     });
     let result = http1::Builder::new()
         .max_headers(handshake::MAX_HEADERS)
         .max_buf_size((limit + 1024).max(8192))
+        // Between requests on a kept-alive connection: how long the next
+        // request head may take to arrive, idle time included.
+        .timer(TokioTimer::new())
+        .header_read_timeout(keepalive)
         .serve_connection(io, service)
         .with_upgrades()
         .await;
@@ -208,6 +224,61 @@ async fn linger<IO: AsyncRead + AsyncWrite + Unpin>(io: &mut IO) {
 /// drained before the socket is closed.
 const LINGER: std::time::Duration = std::time::Duration::from_secs(1);
 const LINGER_READS: usize = 64;
+
+/// Where a request leaves the WebSocket path: on a route with
+/// `http = "proxy"`, a request without `Upgrade: websocket` is proxied as
+/// plain HTTP; every other request goes through the upgrade.
+async fn answer<IO>(
+    req: Request<Incoming>,
+    accepted: Arc<Context>,
+    tls: bool,
+) -> Response<http_proxy::AnswerBody>
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let index = accepted
+        .requests
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    if accepted.framing.is_ambiguous(index) {
+        // RFC 9112 section 6.1: a server may reject such a message, and
+        // must close the connection after it either way.
+        let failure = http_proxy::Failure::AmbiguousFraming;
+        let status = failure.status().as_u16();
+        access_rejected(
+            &accepted,
+            None,
+            Some(req.uri().path()),
+            status,
+            &failure.to_string(),
+        );
+        return failure.response();
+    }
+    if let Some(route_index) = plain_http_route(&req, &accepted) {
+        let client = http_proxy::Client {
+            peer: accepted.peer,
+            listener: accepted.listener.clone(),
+            tls,
+            metrics: accepted.shared.metrics.clone(),
+        };
+        return http_proxy::proxy(req, &client, &accepted.snapshot, route_index).await;
+    }
+    upgrade::<IO>(req, accepted, tls).await.map(Either::Left)
+}
+
+/// The route of a request to proxy as plain HTTP, if it is one.
+fn plain_http_route(req: &Request<Incoming>, accepted: &Context) -> Option<usize> {
+    let snapshot = &accepted.snapshot;
+    let host = req
+        .headers()
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok());
+    let index = snapshot
+        .routes
+        .find(&accepted.listener, host, req.uri().path())?;
+    let proxied = snapshot.config.routes[index].limits.http == HttpMode::Proxy
+        && !handshake::has_token(req.headers(), http::header::UPGRADE, "websocket");
+    proxied.then_some(index)
+}
 
 /// The whole upgrade: check the request, route it, upgrade a backend, and
 /// hand both sides to the relay once hyper has sent the 101.
@@ -260,7 +331,7 @@ where
     if let Some(sticky) = pool
         .sticky
         .as_ref()
-        .filter(|s| s.source == StickySource::Cookie)
+        .filter(|s| s.source == StickySource::Cookie && s.issue)
     {
         let balancer = &snapshot.balancers[pool_index];
         if key
@@ -430,11 +501,11 @@ where
             return;
         }
     };
-    let parts = match client.downcast::<TokioIo<Rewind<IO>>>() {
+    let parts = match client.downcast::<TokioIo<Scanned<Rewind<IO>>>>() {
         Ok(parts) => parts,
         Err(_) => unreachable!("the upgraded IO is the one served"),
     };
-    let (unread, client_io) = parts.io.into_inner().into_parts();
+    let (unread, client_io) = parts.io.into_inner().into_inner().into_parts();
     let client_pre = join(parts.read_buf, unread);
     let end = relay::run(
         client_io,

@@ -54,7 +54,7 @@ pub enum Reject {
     #[error("missing Host header")]
     NoHost,
     /// No `websocket` token in `Upgrade`.
-    #[error("this route only accepts WebSocket upgrades (Upgrade: websocket)")]
+    #[error("this route only accepts WebSocket upgrades (Upgrade: websocket); set http = \"proxy\" on the route to proxy plain HTTP")]
     NotWebSocket,
     /// No `upgrade` token in `Connection`.
     #[error("Connection header lacks the upgrade token")]

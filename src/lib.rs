@@ -4,7 +4,8 @@
 //! [`connection`] takes it through [`tls`] and the [`handshake`] checks,
 //! [`route`] picks a route, [`affinity`] reads its sticky key, [`balance`]
 //! orders the backends, [`upstream`] upgrades one, and [`relay`] carries
-//! frames ([`frame`]) until the close ([`close`]). [`config`] and
+//! frames ([`frame`]) until the close ([`close`]). A plain HTTP request on a
+//! route that allows it leaves that path for [`http_proxy`]. [`config`] and
 //! [`snapshot`] stand at the side: the validated file and the running view
 //! built from it. [`echo`] is the built-in backend of `wsgate demo`.
 #![forbid(unsafe_code)]
@@ -25,6 +26,8 @@ pub mod affinity;
 pub mod balance;
 
 pub mod upstream;
+
+pub mod http_proxy;
 
 pub mod relay;
 

@@ -23,8 +23,8 @@ use toml::Spanned;
 use super::file::{self, RawDuration};
 use super::{
     Admin, Backend, Balance, CertPair, Config, ConfigError, HealthCheck, HealthCheckKind,
-    HostPattern, Limits, Listener, Pool, Problem, Route, SniCert, Sticky, StickySource, Tls,
-    DEFAULT_MAX_HEADER_BYTES,
+    HostPattern, HttpMode, Limits, Listener, Pool, Problem, Route, SniCert, Sticky, StickySource,
+    Tls, DEFAULT_KEEPALIVE_TIMEOUT, DEFAULT_MAX_HEADER_BYTES, DEFAULT_MAX_IDLE_PER_BACKEND,
 };
 
 /// Global timeouts when `[defaults]` leaves them out (contract, `[defaults]`).
@@ -291,11 +291,16 @@ impl Checker<'_> {
                 .and_then(|b| usize::try_from(b).ok()),
         };
         let tls = optional(&l.tls, |t| self.tls(&format!("{path}.tls"), t));
+        let keepalive_timeout = match &l.keepalive_timeout {
+            None => Some(DEFAULT_KEEPALIVE_TIMEOUT),
+            Some(v) => self.positive_duration(&format!("{path}.keepalive_timeout"), v),
+        };
         Some(Listener {
             name: name?,
             bind: bind?,
             max_header_bytes: max_header_bytes?,
             tls: tls?,
+            keepalive_timeout: keepalive_timeout?,
         })
     }
 
@@ -577,6 +582,27 @@ impl Checker<'_> {
             &mut limits.ping_interval,
         );
         duration("ping_timeout", keys.ping_timeout, &mut limits.ping_timeout);
+        duration(
+            "response_timeout",
+            keys.response_timeout,
+            &mut limits.response_timeout,
+        );
+        if let Some(v) = keys.max_request_body_bytes {
+            limits.max_request_body_bytes = self
+                .count(&key("max_request_body_bytes"), v)
+                .map_or(limits.max_request_body_bytes, |n| n as u64);
+        }
+        if let Some(v) = keys.http {
+            match v.get_ref().as_str() {
+                "reject" => limits.http = HttpMode::Reject,
+                "proxy" => limits.http = HttpMode::Proxy,
+                other => {
+                    let message =
+                        format!("unknown http mode {other:?}; write \"reject\" or \"proxy\"");
+                    self.report(key("http"), Some(v.span()), message);
+                }
+            }
+        }
     }
 
     fn pool(&mut self, i: usize, pool: &Spanned<file::Pool>) -> Option<Pool> {
@@ -626,6 +652,10 @@ impl Checker<'_> {
             self.health_check(&format!("{path}.health_check"), h)
         });
         let backends = self.backends(&path, pool.span(), p);
+        let max_idle_per_backend = match &p.max_idle_per_backend {
+            None => Some(DEFAULT_MAX_IDLE_PER_BACKEND),
+            Some(v) => self.count(&format!("{path}.max_idle_per_backend"), v),
+        };
         Some(Pool {
             name: name?,
             balance: balance?,
@@ -633,6 +663,7 @@ impl Checker<'_> {
             hash_balance_factor: hash_balance_factor?,
             health_check: health_check?,
             backends: backends?,
+            max_idle_per_backend: max_idle_per_backend?,
         })
     }
 
@@ -696,7 +727,20 @@ impl Checker<'_> {
                 }
             }
         };
-        Some(Sticky { source, name })
+        let issue = match (source, &s.issue) {
+            (_, None) => true,
+            (StickySource::Cookie, Some(issue)) => *issue.get_ref(),
+            (_, Some(issue)) => {
+                let message = "only source = \"cookie\" takes issue; remove it".to_string();
+                self.report(format!("{path}.issue"), Some(issue.span()), message);
+                return None;
+            }
+        };
+        Some(Sticky {
+            source,
+            name,
+            issue,
+        })
     }
 
     fn hash_balance_factor(
@@ -886,6 +930,18 @@ impl Checker<'_> {
         }
     }
 
+    /// A whole number, zero allowed.
+    fn count(&mut self, path: &str, value: &Spanned<i64>) -> Option<usize> {
+        match usize::try_from(*value.get_ref()) {
+            Ok(n) => Some(n),
+            Err(_) => {
+                let message = format!("{} is negative; write 0 or more", value.get_ref());
+                self.report(path.to_string(), Some(value.span()), message);
+                None
+            }
+        }
+    }
+
     fn duration(&mut self, path: &str, value: &Spanned<RawDuration>) -> Option<Duration> {
         let message = match value.get_ref() {
             RawDuration::Bare(n) => {
@@ -923,6 +979,9 @@ struct LimitKeys<'f> {
     connect_timeout: Option<&'f Spanned<RawDuration>>,
     ping_interval: Option<&'f Spanned<RawDuration>>,
     ping_timeout: Option<&'f Spanned<RawDuration>>,
+    http: Option<&'f Spanned<String>>,
+    max_request_body_bytes: Option<&'f Spanned<i64>>,
+    response_timeout: Option<&'f Spanned<RawDuration>>,
 }
 
 fn limit_keys_of_defaults(d: &file::Defaults) -> LimitKeys<'_> {
@@ -933,6 +992,9 @@ fn limit_keys_of_defaults(d: &file::Defaults) -> LimitKeys<'_> {
         connect_timeout: d.connect_timeout.as_ref(),
         ping_interval: d.ping_interval.as_ref(),
         ping_timeout: d.ping_timeout.as_ref(),
+        http: d.http.as_ref(),
+        max_request_body_bytes: d.max_request_body_bytes.as_ref(),
+        response_timeout: d.response_timeout.as_ref(),
     }
 }
 
@@ -944,6 +1006,9 @@ fn limit_keys_of_route(r: &file::Route) -> LimitKeys<'_> {
         connect_timeout: r.connect_timeout.as_ref(),
         ping_interval: r.ping_interval.as_ref(),
         ping_timeout: r.ping_timeout.as_ref(),
+        http: r.http.as_ref(),
+        max_request_body_bytes: r.max_request_body_bytes.as_ref(),
+        response_timeout: r.response_timeout.as_ref(),
     }
 }
 

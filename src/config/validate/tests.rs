@@ -205,6 +205,7 @@ fn values_are_normalised() {
     let header = Sticky {
         source: StickySource::Header,
         name: "x-user".into(),
+        issue: true,
     };
     assert_eq!(sticky.sticky, Some(header));
     assert_eq!(sticky.hash_balance_factor, Some(1.25));
