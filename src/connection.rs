@@ -27,8 +27,8 @@ use crate::metrics::{ConnectionLabels, Meter};
 use crate::server::Shared;
 use crate::shutdown::{self, Guard};
 use crate::snapshot::{ListenerKey, Snapshot};
-use crate::upstream::{self, Offer};
-use crate::{affinity, balance, http_proxy, relay, tls};
+use crate::upstream::{self, Offer, RefusalBody};
+use crate::{affinity, balance, http_proxy, relay, rfc6455, tls};
 
 /// What a connection knows about where it was accepted.
 pub struct Accepted {
@@ -170,6 +170,8 @@ async fn serve_http<IO>(
     let io = TokioIo::new(scanned);
     let service = service_fn(move |req| {
         let accepted = accepted.clone();
+        // Answers are the proxy's own (a rejection, the backend's 101), a
+        // backend's refusal passed on, or a proxied HTTP response.
         async move { Ok::<_, Infallible>(answer::<IO>(req, accepted, tls).await) }
     });
     let result = http1::Builder::new()
@@ -225,6 +227,10 @@ async fn linger<IO: AsyncRead + AsyncWrite + Unpin>(io: &mut IO) {
 const LINGER: std::time::Duration = std::time::Duration::from_secs(1);
 const LINGER_READS: usize = 64;
 
+/// What a client is answered with: the upgrade path's answers (the proxy's
+/// own or a backend's refusal), or a proxied HTTP exchange's.
+type ClientBody = Either<Either<Full<Bytes>, RefusalBody>, http_proxy::AnswerBody>;
+
 /// Where a request leaves the WebSocket path: on a route with
 /// `http = "proxy"`, a request without `Upgrade: websocket` is proxied as
 /// plain HTTP; every other request goes through the upgrade.
@@ -232,7 +238,7 @@ async fn answer<IO>(
     req: Request<Incoming>,
     accepted: Arc<Context>,
     tls: bool,
-) -> Response<http_proxy::AnswerBody>
+) -> Response<ClientBody>
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -251,7 +257,7 @@ where
             status,
             &failure.to_string(),
         );
-        return failure.response();
+        return failure.response().map(Either::Right);
     }
     if let Some(route_index) = plain_http_route(&req, &accepted) {
         let client = http_proxy::Client {
@@ -260,7 +266,8 @@ where
             tls,
             metrics: accepted.shared.metrics.clone(),
         };
-        return http_proxy::proxy(req, &client, &accepted.snapshot, route_index).await;
+        let answer = http_proxy::proxy(req, &client, &accepted.snapshot, route_index).await;
+        return answer.map(Either::Right);
     }
     upgrade::<IO>(req, accepted, tls).await.map(Either::Left)
 }
@@ -276,7 +283,7 @@ fn plain_http_route(req: &Request<Incoming>, accepted: &Context) -> Option<usize
         .routes
         .find(&accepted.listener, host, req.uri().path())?;
     let proxied = snapshot.config.routes[index].limits.http == HttpMode::Proxy
-        && !handshake::has_token(req.headers(), http::header::UPGRADE, "websocket");
+        && !rfc6455::has_token(req.headers(), http::header::UPGRADE, "websocket");
     proxied.then_some(index)
 }
 
@@ -286,7 +293,7 @@ async fn upgrade<IO>(
     mut req: Request<Incoming>,
     accepted: Arc<Context>,
     tls: bool,
-) -> Response<Full<Bytes>>
+) -> Response<Either<Full<Bytes>, RefusalBody>>
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -300,12 +307,12 @@ where
         .routes
         .find(&accepted.listener, host, req.uri().path())
     else {
-        return rejected(&accepted, &req, Reject::NoRoute);
+        return rejected(&accepted, &req, Reject::NoRoute).map(Either::Left);
     };
     let route = &snapshot.config.routes[route_index];
     let checked = match handshake::check(&req, route) {
         Ok(checked) => checked,
-        Err(reject) => return rejected(&accepted, &req, reject),
+        Err(reject) => return rejected(&accepted, &req, reject).map(Either::Left),
     };
     let pool_index = snapshot.route_pool[route_index];
     let pool = &snapshot.config.pools[pool_index];
@@ -323,22 +330,33 @@ where
     let (lease, mut backend) =
         match connect_backend(&accepted, pool_index, key.as_deref(), &attempt).await {
             Ok(connected) => connected,
-            Err(reject) => return rejected(&accepted, &req, reject),
+            Err(Failed::Reject(reject)) => {
+                return rejected(&accepted, &req, reject).map(Either::Left)
+            }
+            Err(Failed::Refused(refusal)) => {
+                let reason = format!("backend refused the upgrade with {}", refusal.status);
+                let host = req.headers().get(http::header::HOST);
+                let host = host.and_then(|h| h.to_str().ok());
+                let path = Some(req.uri().path());
+                access_rejected(&accepted, host, path, refusal.status.as_u16(), &reason);
+                return refusal.into_response().map(Either::Right);
+            }
         };
     let addr = lease.backend().addr();
-    // A cookie naming one of this pool's backends needs no new cookie;
-    // anything else (none, unknown, forged) gets one with the 101.
+    // A cookie naming the backend that served needs no new cookie;
+    // anything else (none, unknown, forged, or naming a backend that failed
+    // and was passed over) gets one, so the reconnect sticks to this one.
     if let Some(sticky) = pool
         .sticky
         .as_ref()
         .filter(|s| s.source == StickySource::Cookie && s.issue)
     {
         let balancer = &snapshot.balancers[pool_index];
-        if key
+        let pinned = key
             .as_deref()
             .and_then(|k| balancer.backend_for_token(k))
-            .is_none()
-        {
+            .and_then(|idx| balancer.backend(idx));
+        if pinned.map(|b| b.id()) != Some(lease.backend().id()) {
             let token = balance::cookie_value(lease.backend().id());
             backend.response.headers_mut().append(
                 http::header::SET_COOKIE,
@@ -395,20 +413,28 @@ where
         hyper::upgrade::on(&mut req),
         handover,
     ));
-    response
+    response.map(Either::Left)
+}
+
+/// Why no backend was upgraded: a rejection of the proxy's own, or a
+/// backend's complete refusal to pass on.
+enum Failed {
+    Reject(Reject),
+    Refused(upstream::Refusal),
 }
 
 /// Tries the pool's backends in the balancer's order until one answers a
 /// valid 101. Backends that cannot be reached are marked down and the next
 /// one is tried, all within the handshake's time budget: a client waits for
 /// one answer, not for every backend's `connect_timeout` in turn. A backend
-/// that answers wrongly ends the attempt (502): another would hide it.
+/// that answers wrongly ends the attempt (502): another would hide it; one
+/// that refuses (401, 429, ...) has decided, and its answer is passed on.
 async fn connect_backend(
     accepted: &Context,
     pool_index: usize,
     key: Option<&[u8]>,
     attempt: &Attempt<'_>,
-) -> Result<(balance::Lease, upstream::Upgraded), Reject> {
+) -> Result<(balance::Lease, upstream::Upgraded), Failed> {
     let snapshot = &accepted.snapshot;
     let pool = &snapshot.config.pools[pool_index];
     let balancer = &snapshot.balancers[pool_index];
@@ -425,7 +451,7 @@ async fn connect_backend(
         }
         let addr = lease.backend().addr();
         let timeout = attempt.connect_timeout.min(left);
-        let answer = upstream::upgrade(
+        let answer = upstream::answer(
             addr,
             &attempt.request,
             attempt.client_key,
@@ -433,19 +459,27 @@ async fn connect_backend(
             timeout,
         );
         match answer.await {
-            Ok(backend) => return Ok((lease, backend)),
+            Ok(upstream::Answer::Upgraded(backend)) => return Ok((lease, backend)),
+            Ok(upstream::Answer::Refused(refusal)) => {
+                debug!(pool = %pool.name, backend = %addr, status = %refusal.status, "backend refused the upgrade");
+                return Err(Failed::Refused(refusal));
+            }
             Err(e) if e.is_unreachable() => {
                 warn!(pool = %pool.name, error = %e, "backend unreachable: marked down, trying the next");
                 balancer.mark_failed(idx, StdInstant::now());
-                last_failure = Some(e);
+                last_failure = Some(e.kind);
             }
-            Err(e) => return Err(Reject::BadBackendAnswer(e)),
+            Err(e) => {
+                // The client's answer names no backend; the log does.
+                warn!(pool = %pool.name, error = %e, "bad upgrade answer from backend");
+                return Err(Failed::Reject(Reject::BadBackendAnswer(e.kind)));
+            }
         }
     }
-    Err(match last_failure {
+    Err(Failed::Reject(match last_failure {
         Some(e) => Reject::BackendsFailed(e),
         None => Reject::NoBackend,
-    })
+    }))
 }
 
 /// What every backend attempt of one handshake sends and checks.

@@ -23,7 +23,7 @@ use crate::balance::{self, BackendState, Lease};
 use crate::config::{Pool, Route, StickySource};
 use crate::metrics::Metrics;
 use crate::snapshot::Snapshot;
-use crate::{affinity, handshake};
+use crate::{affinity, rfc6455};
 
 /// What an HTTP request knows about its client connection.
 #[derive(Debug, Clone)]
@@ -553,7 +553,7 @@ impl Exchange<'_> {
         key: Option<&[u8]>,
     ) -> Answered {
         let (mut head, body) = response.into_parts();
-        let closing = handshake::has_token(&head.headers, header::CONNECTION, "close");
+        let closing = rfc6455::has_token(&head.headers, header::CONNECTION, "close");
         let reuse = match keep_alive_timeout(&head.headers) {
             _ if closing => None,
             // Give the connection up a second before the backend does, so
@@ -570,8 +570,13 @@ impl Exchange<'_> {
             .as_ref()
             .filter(|s| s.source == StickySource::Cookie && s.issue)
         {
+            // No valid cookie, or one naming another backend than the one
+            // that served (it was down or full): pin the client anew.
             let balancer = &self.snapshot.balancers[self.pool_index];
-            if key.and_then(|k| balancer.backend_for_token(k)).is_none() {
+            let pinned = key
+                .and_then(|k| balancer.backend_for_token(k))
+                .and_then(|idx| balancer.backend(idx));
+            if pinned.map(|b| b.id()) != Some(slot.backend().id()) {
                 let token = balance::cookie_value(slot.backend().id());
                 head.headers.append(
                     header::SET_COOKIE,

@@ -35,7 +35,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
         headers.remove(name);
     }
     if headers.contains_key(header::TE) {
-        let trailers = crate::handshake::has_token(headers, header::TE, "trailers");
+        let trailers = crate::rfc6455::has_token(headers, header::TE, "trailers");
         headers.remove(header::TE);
         if trailers {
             headers.insert(header::TE, HeaderValue::from_static("trailers"));
@@ -86,7 +86,7 @@ pub fn keep_alive_timeout(headers: &HeaderMap) -> Option<std::time::Duration> {
 
 /// Whether the request asks for the connection to close after it.
 pub fn wants_close(headers: &HeaderMap) -> bool {
-    crate::handshake::has_token(headers, header::CONNECTION, "close")
+    crate::rfc6455::has_token(headers, header::CONNECTION, "close")
 }
 
 #[cfg(test)]
