@@ -201,10 +201,8 @@ fn websocket(name: &'static str, mut req: Request<Incoming>) -> Response<TestBod
             return;
         }
         while let Some(Ok(msg)) = ws.next().await {
-            if msg.is_text() || msg.is_binary() {
-                if ws.send(msg).await.is_err() {
-                    return;
-                }
+            if (msg.is_text() || msg.is_binary()) && ws.send(msg).await.is_err() {
+                return;
             }
         }
     });
