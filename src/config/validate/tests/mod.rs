@@ -184,7 +184,7 @@ fn example_file_commented_examples_parse() {
         config.routes.len(),
         config.pools.len(),
     );
-    assert_eq!(counts, (2, 2, 2));
+    assert_eq!(counts, (2, 3, 2));
     assert_eq!(config.listeners[1].tls.as_ref().unwrap().sni.len(), 2);
 }
 
