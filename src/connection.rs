@@ -239,7 +239,7 @@ async fn answer<IO>(
     tls: bool,
 ) -> Response<ClientBody>
 where
-    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    IO: AsyncRead + AsyncWrite + relay::Socket + Unpin + Send + 'static,
 {
     let index = accepted
         .requests

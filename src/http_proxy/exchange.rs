@@ -411,7 +411,7 @@ impl Exchange<'_> {
         let balancer = &self.snapshot.balancers[self.pool_index];
         let mut body = Some(body);
         let mut tried = false;
-        for idx in balancer.candidates(key.as_deref(), Instant::now().into_std()) {
+        for idx in balancer.candidates(key.as_deref(), Instant::now()) {
             let Some(lease) = balancer.lease(idx) else {
                 continue; // filled up since the candidates were listed
             };
@@ -445,7 +445,7 @@ impl Exchange<'_> {
                 Ok(sender) => sender,
                 Err(e) => {
                     warn!(pool = %self.pool.name, error = %e, "backend unreachable: marked down, trying the next");
-                    balancer.mark_failed(idx, Instant::now().into_std());
+                    balancer.mark_failed(idx, Instant::now());
                     body = incoming;
                     continue;
                 }
