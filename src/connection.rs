@@ -165,6 +165,7 @@ async fn serve_http<IO>(
         }
     };
     let keepalive = accepted.keepalive;
+    let tracker = accepted.shared.tracker.clone();
     let scanned = Scanned::new(Rewind::new(head.freeze(), io), accepted.framing.clone());
     let io = TokioIo::new(scanned);
     let service = service_fn(move |req| {
@@ -173,7 +174,7 @@ async fn serve_http<IO>(
         // backend's refusal passed on, or a proxied HTTP response.
         async move { Ok::<_, Infallible>(answer::<IO>(req, accepted, tls).await) }
     });
-    let result = http1::Builder::new()
+    let conn = http1::Builder::new()
         .max_headers(handshake::MAX_HEADERS)
         .max_buf_size((limit + 1024).max(8192))
         // Between requests on a kept-alive connection: how long the next
@@ -181,8 +182,17 @@ async fn serve_http<IO>(
         .timer(TokioTimer::new())
         .header_read_timeout(keepalive)
         .serve_connection(io, service)
-        .with_upgrades()
-        .await;
+        .with_upgrades();
+    let mut conn = std::pin::pin!(conn);
+    let result = tokio::select! {
+        result = conn.as_mut() => result,
+        () = tracker.keepalive_stopped() => {
+            // Shutdown: no further request on this connection; one in
+            // flight is still answered.
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
     if let Err(e) = result {
         debug!(error = %e, "client connection ended during the handshake");
     }

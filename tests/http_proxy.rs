@@ -321,3 +321,16 @@ async fn large_bodies_stream_both_ways() {
     let r = c.response("GET").await.unwrap();
     assert_eq!(r.body.len() as u64, size);
 }
+
+#[tokio::test]
+async fn shutdown_closes_kept_alive_connections_between_requests() {
+    let b = http_backend("a").await;
+    let proxy = start_proxy(&http_config(&[b.addr], "", "")).await;
+    let mut c = Conn::open(proxy.addr("main")).await;
+    c.send(get("/", "").as_bytes()).await;
+    assert_eq!(c.response("GET").await.unwrap().status, 200);
+    let tracker = proxy.shared.tracker.clone();
+    drop(proxy);
+    assert!(c.closed().await, "closed at once, not after drain_timeout");
+    within(tracker.wait_idle()).await;
+}
