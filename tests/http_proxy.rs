@@ -334,3 +334,35 @@ async fn shutdown_closes_kept_alive_connections_between_requests() {
     assert!(c.closed().await, "closed at once, not after drain_timeout");
     within(tracker.wait_idle()).await;
 }
+
+#[tokio::test]
+async fn a_backend_connection_closes_when_the_backend_says_so() {
+    let b = http_backend("a").await;
+    let proxy = start_proxy(&http_config(&[b.addr], "", "")).await;
+    let mut c = Conn::open(proxy.addr("main")).await;
+    // Connection: close: not pooled, the next request opens another.
+    c.send(get("/close", "").as_bytes()).await;
+    assert_eq!(c.response("GET").await.unwrap().text(), "bye");
+    b.wait_closed(1).await;
+    // Keep-Alive: timeout=2: pooled, and closed by the proxy before then.
+    c.send(get("/ka2", "").as_bytes()).await;
+    assert_eq!(c.response("GET").await.unwrap().status, 200);
+    assert_eq!(b.connections.load(Ordering::SeqCst), 2);
+    b.wait_closed(2).await;
+    // The client's connection is untouched by either.
+    c.send(get("/", "").as_bytes()).await;
+    assert_eq!(c.response("GET").await.unwrap().text(), "hello from a");
+    assert_eq!(b.connections.load(Ordering::SeqCst), 3);
+}
+
+#[tokio::test]
+async fn max_idle_per_backend_zero_opens_a_connection_per_request() {
+    let b = http_backend("a").await;
+    let proxy = start_proxy(&http_config(&[b.addr], "", "max_idle_per_backend = 0")).await;
+    let mut c = Conn::open(proxy.addr("main")).await;
+    for _ in 0..3 {
+        c.send(get("/", "").as_bytes()).await;
+        assert_eq!(c.response("GET").await.unwrap().status, 200);
+    }
+    assert_eq!(b.connections.load(Ordering::SeqCst), 3);
+}

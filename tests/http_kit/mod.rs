@@ -29,7 +29,23 @@ pub type TestBody = http_body_util::combinators::BoxBody<Bytes, Infallible>;
 /// A hyper HTTP/1.1 backend that answers by path; counts its connections.
 pub struct HttpBackend {
     pub addr: SocketAddr,
+    /// Connections accepted so far.
     pub connections: Arc<AtomicUsize>,
+    /// Connections ended so far (either side closed).
+    pub closed: Arc<AtomicUsize>,
+}
+
+impl HttpBackend {
+    /// Waits (bounded) until `n` connections have ended.
+    pub async fn wait_closed(&self, n: usize) {
+        for _ in 0..1000 {
+            if self.closed.load(Ordering::SeqCst) >= n {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("{n} backend connections never closed");
+    }
 }
 
 pub fn full(text: impl Into<Bytes>) -> TestBody {
@@ -151,6 +167,12 @@ pub async fn answer(name: &'static str, req: Request<Incoming>) -> Response<Test
                 .insert("connection", "close".parse().unwrap());
             res
         }
+        "/ka2" => {
+            let mut res = Response::new(full("short keep-alive"));
+            res.headers_mut()
+                .insert("keep-alive", "timeout=2".parse().unwrap());
+            res
+        }
         "/hop" => {
             let mut res = Response::new(full("hop"));
             let h = res.headers_mut();
@@ -225,10 +247,13 @@ pub async fn http_backend(name: &'static str) -> HttpBackend {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let connections = Arc::new(AtomicUsize::new(0));
+    let closed = Arc::new(AtomicUsize::new(0));
     let count = connections.clone();
+    let ended = closed.clone();
     tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
             count.fetch_add(1, Ordering::SeqCst);
+            let ended = ended.clone();
             tokio::spawn(async move {
                 let service =
                     service_fn(
@@ -238,10 +263,15 @@ pub async fn http_backend(name: &'static str) -> HttpBackend {
                     .serve_connection(TokioIo::new(stream), service)
                     .with_upgrades()
                     .await;
+                ended.fetch_add(1, Ordering::SeqCst);
             });
         }
     });
-    HttpBackend { addr, connections }
+    HttpBackend {
+        addr,
+        connections,
+        closed,
+    }
 }
 
 /// One listener `main`, a route `/` with `http = "proxy"` (plus
