@@ -129,8 +129,8 @@ pub struct BackendState {
     /// Announces a drain (removal by a reload, or shutdown) to the
     /// backend's open connections; `None` until one starts.
     drain: watch::Sender<Option<Drain>>,
-    /// Keep-alive connections and requests in flight of proxied HTTP.
-    http: Arc<crate::http_proxy::Conns>,
+    /// Proxied HTTP requests in flight (each also holds a lease).
+    http_in_flight: AtomicU32,
 }
 
 impl BackendState {
@@ -144,13 +144,23 @@ impl BackendState {
             down_until: AtomicU64::new(0),
             draining: AtomicBool::new(false),
             drain: watch::Sender::new(None),
-            http: Arc::default(),
+            http_in_flight: AtomicU32::new(0),
         }
     }
 
-    /// The backend's proxied-HTTP side: idle connections, requests in flight.
-    pub fn http(&self) -> &Arc<crate::http_proxy::Conns> {
-        &self.http
+    /// Proxied HTTP requests in flight on this backend.
+    pub fn http_in_flight(&self) -> u32 {
+        self.http_in_flight.load(Ordering::Relaxed)
+    }
+
+    /// A proxied HTTP request started on this backend.
+    pub fn http_started(&self) {
+        self.http_in_flight.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A proxied HTTP request on this backend ended.
+    pub fn http_ended(&self) {
+        self.http_in_flight.fetch_sub(1, Ordering::Relaxed);
     }
 
     /// The address connections go to.

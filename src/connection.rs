@@ -275,6 +275,7 @@ where
             listener: accepted.listener.clone(),
             tls,
             metrics: accepted.shared.metrics.clone(),
+            pools: accepted.shared.http.clone(),
         };
         let answer = http_proxy::proxy(req, &client, &accepted.snapshot, route_index).await;
         return answer.map(Either::Right);

@@ -111,7 +111,7 @@ async fn a_request_in_flight_counts_as_an_active_connection() {
     ];
     let mut busy = None;
     for _ in 0..1000 {
-        busy = states.iter().position(|s| s.http().in_flight() == 1);
+        busy = states.iter().position(|s| s.http_in_flight() == 1);
         if busy.is_some() {
             break;
         }

@@ -18,7 +18,7 @@ use tracing::{debug, info, warn};
 
 use super::body::{AnswerBody, Download, Upload, UploadFailure, UploadState};
 use super::headers::{add_forwarded, keep_alive_timeout, strip_hop_by_hop};
-use super::pool::{self, Sender, IDLE_TIMEOUT};
+use super::pool::{self, Conns, Pools, Sender, IDLE_TIMEOUT};
 use crate::balance::{self, BackendState, Lease};
 use crate::config::{Pool, Route, StickySource};
 use crate::metrics::Metrics;
@@ -36,6 +36,8 @@ pub struct Client {
     pub tls: bool,
     /// Where requests are counted, when there is an admin listener.
     pub metrics: Option<Arc<Metrics>>,
+    /// Idle keep-alive connections to the backends.
+    pub pools: Arc<Pools>,
 }
 
 /// Why the proxy answered a request itself; each maps to one status code
@@ -196,7 +198,7 @@ struct Slot {
 
 impl Slot {
     fn new(lease: Lease) -> Slot {
-        lease.backend().http().enter();
+        lease.backend().http_started();
         Slot { lease }
     }
 
@@ -207,7 +209,7 @@ impl Slot {
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        self.lease.backend().http().leave();
+        self.lease.backend().http_ended();
     }
 }
 
@@ -218,6 +220,8 @@ pub struct Finish {
     slot: Slot,
     /// The connection, when it may serve another request afterwards.
     reuse: Option<(Sender, Instant)>,
+    /// Where a reusable connection goes back.
+    conns: Arc<Conns>,
     max_idle: usize,
     upload: Arc<UploadState>,
     line: AccessLine,
@@ -234,7 +238,7 @@ impl Finish {
             // A connection is reusable only after a whole exchange; one cut
             // mid-body has bytes in flight that the next request would read.
             if complete && self.upload.done() && self.upload.failure().is_none() {
-                backend.http().put(sender, expires, self.max_idle);
+                self.conns.put(sender, expires, self.max_idle);
             }
         }
         if !complete {
@@ -314,6 +318,7 @@ pub async fn proxy(
             response,
             slot,
             reuse,
+            conns,
             upload,
         }) => {
             let status = response.status().as_u16();
@@ -321,6 +326,7 @@ pub async fn proxy(
             let finish = Finish {
                 slot,
                 reuse,
+                conns,
                 max_idle: pool.max_idle_per_backend,
                 upload,
                 line,
@@ -346,6 +352,7 @@ struct Answered {
     response: Response<Incoming>,
     slot: Slot,
     reuse: Option<(Sender, Instant)>,
+    conns: Arc<Conns>,
     upload: Arc<UploadState>,
 }
 
@@ -418,11 +425,12 @@ impl Exchange<'_> {
             let slot = Slot::new(lease);
             let backend = slot.backend().clone();
             let addr = backend.addr();
+            let conns = self.client.pools.get(&self.pool.name, addr);
             let Some(incoming) = body.take() else {
                 break;
             };
             let mut incoming = Some(incoming);
-            if let Some(mut sender) = self.pooled(&backend).await {
+            if let Some(mut sender) = self.pooled(&conns).await {
                 let (request, give_back) = out.request(
                     out.headers.clone(),
                     incoming.take().expect("set above"),
@@ -431,7 +439,13 @@ impl Exchange<'_> {
                 );
                 match self.send(&mut sender, request, give_back, &state).await {
                     Sent::Answered(response) => {
-                        return Ok(self.answered(response, slot, sender, state, key.as_deref()))
+                        return Ok(self.answered(
+                            response,
+                            slot,
+                            (sender, conns),
+                            state,
+                            key.as_deref(),
+                        ))
                     }
                     Sent::Retry(back) => {
                         debug!(backend = %addr, "pooled connection closed by the backend; retrying on a fresh one");
@@ -455,7 +469,7 @@ impl Exchange<'_> {
             let (request, give_back) = out.request(headers, incoming, &state, limit);
             return match self.send(&mut sender, request, give_back, &state).await {
                 Sent::Answered(response) => {
-                    Ok(self.answered(response, slot, sender, state, key.as_deref()))
+                    Ok(self.answered(response, slot, (sender, conns), state, key.as_deref()))
                 }
                 // A fresh connection that fails is not retried: the backend
                 // took the connection, so it was reached.
@@ -477,9 +491,9 @@ impl Exchange<'_> {
     /// one. A connection given back after its exchange may still be
     /// settling (hyper reads the end of the last response on its own
     /// task), so readiness is awaited, briefly.
-    async fn pooled(&self, backend: &BackendState) -> Option<Sender> {
+    async fn pooled(&self, conns: &Conns) -> Option<Sender> {
         let wait = self.route.limits.connect_timeout;
-        while let Some(mut sender) = backend.http().take(Instant::now()) {
+        while let Some(mut sender) = conns.take(Instant::now()) {
             if let Ok(Ok(())) = tokio::time::timeout(wait, sender.ready()).await {
                 return Some(sender);
             }
@@ -548,7 +562,7 @@ impl Exchange<'_> {
         &self,
         response: Response<Incoming>,
         slot: Slot,
-        sender: Sender,
+        (sender, conns): (Sender, Arc<Conns>),
         upload: Arc<UploadState>,
         key: Option<&[u8]>,
     ) -> Answered {
@@ -588,6 +602,7 @@ impl Exchange<'_> {
             response: Response::from_parts(head, body),
             slot,
             reuse: reuse.map(|idle| (sender, Instant::now() + idle)),
+            conns,
             upload,
         }
     }

@@ -1,17 +1,18 @@
-//! Keep-alive connections to one backend: the idle ones waiting for the
-//! next request, and the count of requests in flight.
+//! Keep-alive connections to backends, the idle ones waiting for the next
+//! request.
 //!
-//! A [`Conns`] lives in the backend's live state, so it outlives
-//! configuration snapshots like the backend's active count does. A
-//! connection is taken newest first (the one most likely still open), is
+//! [`Pools`] lives in the runtime and keeps one [`Conns`] per backend (pool
+//! name and address), so idle connections outlive configuration snapshots
+//! like the backend's live state does. A connection is taken newest first (the one most likely still open), is
 //! given back only after a whole exchange, and is closed after
 //! [`IDLE_TIMEOUT`] idle, or sooner when the backend's `Keep-Alive: timeout`
 //! says so.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
@@ -29,11 +30,35 @@ pub type Sender = http1::SendRequest<Upload>;
 /// How long an idle connection is kept at most.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// The HTTP side of one backend's live state.
+/// The idle connections of every backend, by address and pool name.
+#[derive(Debug, Default)]
+pub struct Pools {
+    /// A backend is found by its address, then its pool among the (few)
+    /// pools that list the address: no key is allocated per request.
+    by_addr: Mutex<HashMap<SocketAddr, Vec<PoolConns>>>,
+}
+
+/// One pool's idle connections to an address.
+type PoolConns = (String, Arc<Conns>);
+
+impl Pools {
+    /// The idle connections of backend `addr` of pool `pool`.
+    pub fn get(&self, pool: &str, addr: SocketAddr) -> Arc<Conns> {
+        let mut by_addr = self.by_addr.lock().expect("not poisoned");
+        let pools = by_addr.entry(addr).or_default();
+        if let Some((_, conns)) = pools.iter().find(|(name, _)| name == pool) {
+            return conns.clone();
+        }
+        let conns = Arc::new(Conns::default());
+        pools.push((pool.to_string(), conns.clone()));
+        conns
+    }
+}
+
+/// The idle connections of one backend.
 #[derive(Default)]
 pub struct Conns {
     idle: Mutex<Vec<Idle>>,
-    in_flight: AtomicU32,
     /// A task is closing expired idle connections.
     reaping: AtomicBool,
 }
@@ -47,29 +72,14 @@ impl fmt::Debug for Conns {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Conns")
             .field("idle", &self.idle_count())
-            .field("in_flight", &self.in_flight())
             .finish()
     }
 }
 
 impl Conns {
-    /// HTTP requests on this backend now, from backend choice to the end of
-    /// the response body.
-    pub fn in_flight(&self) -> u32 {
-        self.in_flight.load(Ordering::Relaxed)
-    }
-
     /// Idle keep-alive connections now.
     pub fn idle_count(&self) -> usize {
         self.idle.lock().expect("not poisoned").len()
-    }
-
-    pub(super) fn enter(&self) {
-        self.in_flight.fetch_add(1, Ordering::Relaxed);
-    }
-
-    pub(super) fn leave(&self) {
-        self.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
 
     /// The newest idle connection that is neither expired nor closed.
