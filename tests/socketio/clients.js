@@ -49,9 +49,16 @@ async function runClient() {
   }
   const engine = socket.io.engine;
   if (engine.transport.name !== "websocket") {
-    await new Promise((resolve) => engine.once("upgrade", resolve));
+    // The upgrade, a lost session, or 5 s, whichever comes first.
+    await new Promise((resolve) => {
+      engine.once("upgrade", resolve);
+      socket.once("disconnect", resolve);
+      setTimeout(resolve, 5000).unref();
+    });
   }
-  result.upgraded += 1;
+  if (engine.transport.name === "websocket" && socket.connected) {
+    result.upgraded += 1;
+  }
 }
 
 function finish() {
