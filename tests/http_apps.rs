@@ -239,3 +239,34 @@ async fn requests_are_counted_in_metrics_and_in_flight_shows_in_status() {
     assert!(metrics.contains("wsgate_http_request_duration_seconds_count{pool=\"p\"} 3"));
     held.response("GET").await.unwrap();
 }
+
+#[tokio::test]
+async fn over_tls_the_backend_is_told_https_and_the_sticky_cookie_is_secure() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let b = http_backend("a").await;
+    let ca = TestCa::new();
+    let cert = ca.issue("server", &["localhost"]);
+    let toml = format!(
+        "[defaults]\nhandshake_timeout = \"5s\"\n\n[[listener]]\nname = \"main\"\nbind = \"127.0.0.1:0\"\ntls = {{ cert = \"{}\", key = \"{}\" }}\n\n[[route]]\npath_prefix = \"/\"\npool = \"p\"\nhttp = \"proxy\"\n\n[[pool]]\nname = \"p\"\nbalance = \"sticky\"\nsticky = {{ source = \"cookie\" }}\nbackends = [{{ addr = \"{}\" }}]\n",
+        cert.cert.display(),
+        cert.key.display(),
+        b.addr
+    );
+    let proxy = start_proxy(&toml).await;
+    let mut tls = ca.connect(proxy.addr("main"), "localhost").await;
+    tls.write_all(b"GET /headers HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    // The answer is complete whether or not a close_notify ends it.
+    let _ = within(tls.read_to_end(&mut out)).await;
+    let answer = parse_answer(&out);
+    assert_eq!(answer.status, 200);
+    assert!(
+        answer.body.contains("x-forwarded-proto: https\n"),
+        "{}",
+        answer.body
+    );
+    let cookie = answer.header("set-cookie").unwrap();
+    assert!(cookie.ends_with("; Secure"), "{cookie}");
+}
