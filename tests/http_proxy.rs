@@ -219,6 +219,11 @@ async fn no_backend_reachable_is_502_none_eligible_is_503_a_silent_one_is_504() 
     let r = c.response("GET").await.unwrap();
     assert_eq!(r.status, 504);
     assert!(r.text().contains("response_timeout"), "{}", r.text());
+    // With a body: counted from the body's end.
+    let mut c = Conn::open(proxy.addr("main")).await;
+    c.send(b"POST /slow HTTP/1.1\r\nHost: app.test\r\nContent-Length: 5\r\n\r\nhello")
+        .await;
+    assert_eq!(c.response("POST").await.unwrap().status, 504);
 }
 
 #[tokio::test]

@@ -31,6 +31,8 @@ pub type AnswerBody = Either<Full<Bytes>, Download>;
 pub struct UploadState {
     bytes: AtomicU64,
     done: AtomicBool,
+    /// When the body ended, for `response_timeout`.
+    done_at: std::sync::Mutex<Option<tokio::time::Instant>>,
     failure: AtomicU8,
 }
 
@@ -73,8 +75,15 @@ impl UploadState {
         self.failure.store(code, Ordering::Relaxed);
     }
 
+    /// When the whole body had passed, if it has.
+    pub fn done_at(&self) -> Option<tokio::time::Instant> {
+        *self.done_at.lock().expect("not poisoned")
+    }
+
     pub(super) fn mark_done(&self) {
-        self.done.store(true, Ordering::Relaxed);
+        if !self.done.swap(true, Ordering::Relaxed) {
+            *self.done_at.lock().expect("not poisoned") = Some(tokio::time::Instant::now());
+        }
     }
 }
 

@@ -513,16 +513,24 @@ impl Exchange<'_> {
     ) -> Sent {
         let timeout = self.route.limits.response_timeout;
         let mut head = std::pin::pin!(sender.try_send_request(request));
-        let mut seen = (state.bytes(), state.done());
+        let mut seen = state.bytes();
         let result = loop {
-            match tokio::time::timeout(timeout, &mut head).await {
+            // Counted from the end of the body; while it still moves, the
+            // wait is checked again after another `response_timeout`.
+            let deadline = match state.done_at() {
+                Some(end) => end + timeout,
+                None => Instant::now() + timeout,
+            };
+            match tokio::time::timeout_at(deadline, &mut head).await {
                 Ok(result) => break result,
                 Err(_) => {
-                    let now = (state.bytes(), state.done());
-                    if now == seen {
+                    let now = Instant::now();
+                    let expired = state.done_at().is_some_and(|end| end + timeout <= now);
+                    // A body that stopped moving is waited on no longer.
+                    if expired || (state.done_at().is_none() && state.bytes() == seen) {
                         return Sent::Failed(Failure::Timeout(timeout));
                     }
-                    seen = now;
+                    seen = state.bytes();
                 }
             }
         };
