@@ -21,7 +21,10 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
 use crate::close::{CloseInfo, Counts};
+
+mod admission;
 use crate::snapshot::Snapshot;
+pub use admission::AdmissionMetrics;
 
 /// Labels of a relayed connection.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -86,6 +89,8 @@ pub struct Metrics {
     tls_failures: Family<ListenerLabels, Counter>,
     handshake_seconds: Histogram,
     connection_seconds: Histogram,
+    /// Admission control: refusals, the admit queue, rebalancing closes.
+    pub admission: AdmissionMetrics,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -120,6 +125,7 @@ impl Metrics {
             handshake_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
             // 1 s .. 4^10 s (about 12 days): WebSocket connections live for hours.
             connection_seconds: Histogram::new(exponential_buckets(1.0, 4.0, 11)),
+            admission: AdmissionMetrics::default(),
         };
         let mut registry = Registry::default();
         // prometheus-client appends `_total` to counter names.
@@ -188,6 +194,7 @@ impl Metrics {
             "Relayed connection lifetimes",
             m.connection_seconds.clone(),
         );
+        m.admission.register(&mut registry);
         Metrics { registry, ..m }
     }
 

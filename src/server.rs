@@ -15,6 +15,7 @@ use tokio::net::TcpListener;
 use tokio::task::AbortHandle;
 use tracing::{error, info, warn};
 
+use crate::admission::Gate;
 use crate::config::Config;
 use crate::connection::{self, Accepted};
 use crate::health::HealthChecks;
@@ -246,6 +247,8 @@ async fn bind(name: &str, addr: SocketAddr) -> Result<TcpListener, BindError> {
 }
 
 async fn accept_loop(key: ListenerKey, listener: TcpListener, shared: Arc<Shared>) {
+    // Admission state lives as long as the listener's socket, across reloads.
+    let gate = Arc::new(Gate::default());
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
@@ -255,6 +258,7 @@ async fn accept_loop(key: ListenerKey, listener: TcpListener, shared: Arc<Shared
                     snapshot: shared.current.load_full(),
                     guard: shared.tracker.enter(),
                     shared: shared.clone(),
+                    gate: gate.clone(),
                 };
                 tokio::spawn(connection::serve(stream, accepted));
             }

@@ -75,6 +75,38 @@ pub struct Listener {
     pub max_header_bytes: Option<Spanned<RawSize>>,
     /// Absent for plain ws://.
     pub tls: Option<Spanned<Tls>>,
+    /// Limits per client address (admission control).
+    pub per_client: Option<Spanned<PerClient>>,
+    /// Open client connections, handshakes included.
+    pub max_connections: Option<Spanned<i64>>,
+    /// Connections still in TLS or reading their request.
+    pub max_pending_handshakes: Option<Spanned<i64>>,
+    /// Upgrades above a rate wait in a queue.
+    pub admit: Option<Spanned<Admit>>,
+}
+
+/// A listener's `per_client` table.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PerClient {
+    /// Connections one client may hold open.
+    pub max_connections: Option<Spanned<i64>>,
+    /// New connections per second, sustained.
+    pub handshakes_per_second: Option<Spanned<f64>>,
+    /// New connections at once above the rate.
+    pub burst: Option<Spanned<i64>>,
+    /// Address ranges the limits do not apply to.
+    pub exempt: Option<Spanned<Vec<Spanned<String>>>>,
+}
+
+/// A listener's `admit` table.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Admit {
+    /// Upgrades per second passed on to routing and backends; required.
+    pub handshakes_per_second: Option<Spanned<f64>>,
+    /// Longest wait in the queue; duration.
+    pub queue: Option<Spanned<RawDuration>>,
 }
 
 /// A listener's `tls` table.

@@ -5,6 +5,7 @@
 //! doc says how to add a key). The running proxy only ever reads these
 //! validated types.
 
+mod admission;
 mod file;
 mod validate;
 
@@ -14,6 +15,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use admission::{Admit, Cidr, ListenerAdmission, PerClient, Rate};
 pub use validate::parse;
 
 /// The default listener `max_header_bytes`: request line plus headers.
@@ -54,6 +56,8 @@ pub struct Listener {
     pub max_header_bytes: usize,
     /// Present for wss:// listeners.
     pub tls: Option<Tls>,
+    /// Per-client limits, global caps and the admit queue.
+    pub admission: ListenerAdmission,
 }
 
 /// A listener's certificates: one default plus any chosen by SNI.

@@ -80,11 +80,13 @@ impl Checker<'_> {
                 .and_then(|b| usize::try_from(b).ok()),
         };
         let tls = optional(&l.tls, |t| self.tls(&format!("{path}.tls"), t));
+        let admission = self.listener_admission(&path, l);
         Some(Listener {
             name: name?,
             bind: bind?,
             max_header_bytes: max_header_bytes?,
             tls: tls?,
+            admission: admission?,
         })
     }
 

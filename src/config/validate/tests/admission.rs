@@ -1,0 +1,113 @@
+use super::*;
+use crate::config::{Admit, Cidr, ListenerAdmission, PerClient, Rate};
+
+fn listener_key(k: &str) -> String {
+    replaced(
+        "bind = \"127.0.0.1:8080\"\n",
+        &format!("bind = \"127.0.0.1:8080\"\n{k}\n"),
+    )
+}
+
+#[test]
+fn admission_keys_are_read() {
+    let text = listener_key(
+        "per_client = { max_connections = 100, handshakes_per_second = 10, burst = 20, exempt = [\"10.0.0.0/8\", \"fd00::1\"] }\n\
+         max_connections = 50000\nmax_pending_handshakes = 2000\n\
+         admit = { handshakes_per_second = 500, queue = \"5s\" }",
+    );
+    let config = parse(&text, Path::new("."), "test.toml").unwrap();
+    let expected = ListenerAdmission {
+        per_client: Some(PerClient {
+            max_connections: Some(100),
+            rate: Some(Rate {
+                per_second: 10.0,
+                burst: 20,
+            }),
+            exempt: vec![
+                Cidr::parse("10.0.0.0/8").unwrap(),
+                Cidr::parse("fd00::1/128").unwrap(),
+            ],
+        }),
+        max_connections: Some(50000),
+        max_pending_handshakes: Some(2000),
+        admit: Some(Admit {
+            per_second: 500.0,
+            queue: Duration::from_secs(5),
+        }),
+    };
+    assert_eq!(config.listeners[0].admission, expected);
+}
+
+#[test]
+fn admission_defaults() {
+    let config = parse(MINIMAL, Path::new("."), "test.toml").unwrap();
+    assert_eq!(config.listeners[0].admission, ListenerAdmission::default());
+    let text = listener_key(
+        "per_client = { handshakes_per_second = 2.5 }\nadmit = { handshakes_per_second = 100 }",
+    );
+    let a = parse(&text, Path::new("."), "test.toml").unwrap().listeners[0]
+        .admission
+        .clone();
+    let rate = a.per_client.unwrap().rate.unwrap();
+    assert_eq!(
+        (rate.per_second, rate.burst),
+        (2.5, 3),
+        "burst: one second's worth"
+    );
+    assert_eq!(a.admit.unwrap().queue, Duration::from_secs(5));
+}
+
+#[test]
+fn admission_problems_have_their_key_path_and_line() {
+    let cases: Vec<(String, &str, &str, &str)> = vec![
+        (
+            listener_key("max_connections = 0"),
+            "listener[0].max_connections",
+            "max_connections",
+            "between 1 and",
+        ),
+        (
+            listener_key("max_pending_handshakes = -3"),
+            "listener[0].max_pending_handshakes",
+            "max_pending_handshakes",
+            "between 1 and",
+        ),
+        (
+            listener_key("per_client = { burst = 5 }"),
+            "listener[0].per_client",
+            "per_client",
+            "limits nothing",
+        ),
+        (
+            listener_key("per_client = { max_connections = 5, burst = 5 }"),
+            "listener[0].per_client.burst",
+            "per_client",
+            "without handshakes_per_second",
+        ),
+        (
+            listener_key("per_client = { handshakes_per_second = 0 }"),
+            "listener[0].per_client.handshakes_per_second",
+            "per_client",
+            "above 0",
+        ),
+        (
+            listener_key("per_client = { max_connections = 5, exempt = [\"10.0.0.0/33\"] }"),
+            "listener[0].per_client.exempt[0]",
+            "per_client",
+            "not an address range",
+        ),
+        (
+            listener_key("admit = { queue = \"5s\" }"),
+            "listener[0].admit.handshakes_per_second",
+            "admit",
+            "is required",
+        ),
+        (
+            listener_key("admit = { handshakes_per_second = 10, queue = 5 }"),
+            "listener[0].admit.queue",
+            "admit",
+            "no unit",
+        ),
+    ];
+    check_all(&cases);
+}
