@@ -61,6 +61,14 @@ pub struct Defaults {
     pub ping_timeout: Option<Spanned<RawDuration>>,
     /// Duration; global only.
     pub drain_timeout: Option<Spanned<RawDuration>>,
+    /// Duration; "0s": off.
+    pub max_lifetime: Option<Spanned<RawDuration>>,
+    /// Client-to-backend data messages per second.
+    pub max_messages_per_second: Option<Spanned<i64>>,
+    /// Messages at once above that rate.
+    pub message_burst: Option<Spanned<i64>>,
+    /// `"slow"` or `"close"`.
+    pub on_message_rate: Option<Spanned<String>>,
 }
 
 /// `[[listener]]`.
@@ -160,6 +168,14 @@ pub struct Route {
     pub ping_interval: Option<Spanned<RawDuration>>,
     /// Duration.
     pub ping_timeout: Option<Spanned<RawDuration>>,
+    /// Duration; "0s": off.
+    pub max_lifetime: Option<Spanned<RawDuration>>,
+    /// Client-to-backend data messages per second.
+    pub max_messages_per_second: Option<Spanned<i64>>,
+    /// Messages at once above that rate.
+    pub message_burst: Option<Spanned<i64>>,
+    /// `"slow"` or `"close"`.
+    pub on_message_rate: Option<Spanned<String>>,
 }
 
 /// `[[pool]]`.

@@ -142,6 +142,48 @@ pub struct Limits {
     pub ping_interval: Duration,
     /// No frame from the client this long after a proxy ping: close.
     pub ping_timeout: Duration,
+    /// Connections older than this (± 10%) are closed 1001; zero: never.
+    pub max_lifetime: Duration,
+    /// Client-to-backend data messages per second; `None`: no limit.
+    pub max_messages_per_second: Option<u32>,
+    /// Messages at once above the rate; `None`: one second's worth.
+    pub message_burst: Option<u32>,
+    /// What happens to a client over the message rate.
+    pub on_message_rate: OnMessageRate,
+}
+
+/// What the proxy does with a client sending over its message rate.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum OnMessageRate {
+    /// Stop reading it until the bucket refills: TCP pushes back and
+    /// nothing is lost.
+    #[default]
+    Slow,
+    /// Close 1008 to the client, 1001 to the backend.
+    Close,
+}
+
+/// A route's message rate, resolved from its three keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MessageRate {
+    /// Messages per second, at least 1.
+    pub per_second: u32,
+    /// The bucket's size, at least 1.
+    pub burst: u32,
+    /// What happens over the rate.
+    pub on_exceed: OnMessageRate,
+}
+
+impl Limits {
+    /// The message rate, when the route limits it.
+    pub fn message_rate(&self) -> Option<MessageRate> {
+        let per_second = self.max_messages_per_second?;
+        Some(MessageRate {
+            per_second,
+            burst: self.message_burst.unwrap_or(per_second),
+            on_exceed: self.on_message_rate,
+        })
+    }
 }
 
 impl Default for Limits {
@@ -153,6 +195,10 @@ impl Default for Limits {
             connect_timeout: Duration::from_secs(3),
             ping_interval: Duration::ZERO,
             ping_timeout: Duration::from_secs(10),
+            max_lifetime: Duration::ZERO,
+            max_messages_per_second: None,
+            message_burst: None,
+            on_message_rate: OnMessageRate::Slow,
         }
     }
 }

@@ -28,7 +28,7 @@ use tracing::debug;
 use crate::close::{CloseCode, CloseInfo, Initiator};
 use crate::config::Limits;
 use crate::metrics::Meter;
-use lifecycle::{side_through, Due, Ends, Lifecycle, Orders};
+use lifecycle::{side_through, Due, Ends, Lifecycle, Orders, Pace};
 use pump::{Event, Pump, SourceEnd};
 use state::{Direction, Rules};
 
@@ -153,6 +153,19 @@ impl Watch {
     }
 }
 
+/// `lifetime` ± 10%, chosen at random per connection, so that connections
+/// opened together (after a restart) do not all close together.
+fn spread(lifetime: std::time::Duration) -> std::time::Duration {
+    use std::hash::{BuildHasher, Hasher};
+    // Each RandomState has fresh keys: hashing nothing with them gives a
+    // random number without a dependency or a syscall.
+    let random = std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish();
+    let factor = 0.9 + 0.2 * (random as f64 / u64::MAX as f64);
+    lifetime.mul_f64(factor)
+}
+
 /// A second handle on the same socket, registered with the runtime.
 fn duplicate(tcp: &TcpStream) -> io::Result<TcpStream> {
     use std::os::fd::AsFd;
@@ -196,10 +209,19 @@ impl Relay {
             deflate: settings.deflate,
         };
         let now = Instant::now();
-        let life = Lifecycle::new(settings.limits, meter.is_some(), now);
+        let mut life = Lifecycle::new(settings.limits, meter.is_some(), now);
+        if !settings.limits.max_lifetime.is_zero() {
+            life.end_of_life(now + spread(settings.limits.max_lifetime));
+        }
+        let mut c2b = Pump::new(Direction::ClientToBackend, rules, client_pre);
+        // The message rate holds from the first byte, bytes read with the
+        // request included.
+        if let Pace::Budget(budget) = life.client_messages(0, now) {
+            c2b.set_budget(budget);
+        }
         let next = life.next_deadline();
         Relay {
-            c2b: Pump::new(Direction::ClientToBackend, rules, client_pre),
+            c2b,
             b2c: Pump::new(Direction::BackendToClient, rules, backend_pre),
             life,
             client_fin: false,
@@ -241,7 +263,7 @@ impl Relay {
                 acted = true;
             }
             acted |= self.watch(cx, client.tcp(), backend);
-            self.observe();
+            acted |= self.observe();
             if let Some(stop) = &mut self.stop {
                 if let Poll::Ready(at) = stop.as_mut().poll(cx) {
                     self.life.drain(at);
@@ -305,14 +327,24 @@ impl Relay {
         acted
     }
 
-    /// Tells the lifecycle about traffic and close frames passing through.
-    fn observe(&mut self) {
+    /// Tells the lifecycle about traffic, close frames passing through and
+    /// the client's messages; true when the client's reads were paused or
+    /// resumed, or a close ordered, by its message rate.
+    fn observe(&mut self) -> bool {
         let now = Instant::now();
         self.life
             .traffic(now, self.c2b.state.bytes(), self.b2c.state.bytes());
         for pump in [&self.c2b, &self.b2c] {
             if let Some(code) = pump.state.close_code() {
                 self.life.close_passed(pump.state.direction(), code, now);
+            }
+        }
+        match self.life.client_messages(self.c2b.state.messages(), now) {
+            Pace::Budget(budget) => self.c2b.set_budget(budget),
+            Pace::Close(orders) => {
+                self.c2b.set_budget(None);
+                self.apply(orders);
+                true
             }
         }
     }

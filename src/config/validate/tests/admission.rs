@@ -111,3 +111,51 @@ fn admission_problems_have_their_key_path_and_line() {
     ];
     check_all(&cases);
 }
+
+#[test]
+fn route_admission_keys_inherit_from_defaults() {
+    let text = format!(
+        "[defaults]\nmax_lifetime = \"1h\"\nmax_messages_per_second = 100\n{}",
+        route_key("message_burst = 50\non_message_rate = \"close\"")
+    );
+    let config = parse(&text, Path::new("."), "test.toml").unwrap();
+    let limits = config.routes[0].limits;
+    assert_eq!(limits.max_lifetime, Duration::from_secs(3600));
+    let rate = limits.message_rate().unwrap();
+    assert_eq!((rate.per_second, rate.burst), (100, 50));
+    assert_eq!(rate.on_exceed, crate::config::OnMessageRate::Close);
+    let plain = parse(MINIMAL, Path::new("."), "test.toml").unwrap();
+    assert_eq!(plain.routes[0].limits.max_lifetime, Duration::ZERO);
+    assert_eq!(plain.routes[0].limits.message_rate(), None);
+}
+
+#[test]
+fn route_admission_problems_have_their_key_path_and_line() {
+    let cases: Vec<(String, &str, &str, &str)> = vec![
+        (
+            route_key("max_lifetime = 3600"),
+            "route[0].max_lifetime",
+            "max_lifetime",
+            "no unit",
+        ),
+        (
+            route_key("max_messages_per_second = 0"),
+            "route[0].max_messages_per_second",
+            "max_messages_per_second",
+            "between 1 and",
+        ),
+        (
+            defaults("message_burst = -1"),
+            "defaults.message_burst",
+            "message_burst",
+            "between 1 and",
+        ),
+        (
+            route_key("on_message_rate = \"drop\""),
+            "route[0].on_message_rate",
+            "on_message_rate",
+            "\"slow\" or \"close\"",
+        ),
+    ];
+    check_all(&cases);
+}
