@@ -190,10 +190,24 @@ pub struct Pool {
     pub sticky: Option<Spanned<Sticky>>,
     /// Above 1.0, sticky pools only.
     pub hash_balance_factor: Option<Spanned<f64>>,
+    /// Duration a backend that comes up ramps over; "0s": off.
+    pub slow_start: Option<Spanned<RawDuration>>,
+    /// Gradual rebalancing of long-lived connections.
+    pub rebalance: Option<Spanned<Rebalance>>,
     /// Active checks.
     pub health_check: Option<Spanned<HealthCheck>>,
     /// Required, at least one.
     pub backends: Option<Spanned<Vec<Spanned<Backend>>>>,
+}
+
+/// A pool's `rebalance` table.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rebalance {
+    /// How far over its fair share a backend may be, e.g. 0.2.
+    pub tolerance: Option<Spanned<f64>>,
+    /// The most rebalancing closes per second.
+    pub max_closes_per_second: Option<Spanned<f64>>,
 }
 
 /// A pool's `sticky` table.

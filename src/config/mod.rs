@@ -219,6 +219,21 @@ pub struct Pool {
     pub health_check: Option<HealthCheck>,
     /// At least one; addresses unique within the pool.
     pub backends: Vec<Backend>,
+    /// A backend that comes up ramps its share of new connections from 10%
+    /// to 100% of its weight over this; zero: off.
+    pub slow_start: Duration,
+    /// Gradual rebalancing of long-lived connections; `None`: off.
+    pub rebalance: Option<Rebalance>,
+}
+
+/// `rebalance = { tolerance, max_closes_per_second }`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Rebalance {
+    /// A backend over `(1 + tolerance)` times its weighted fair share is
+    /// overloaded.
+    pub tolerance: f64,
+    /// The most rebalancing closes per second, for the whole pool.
+    pub max_closes_per_second: f64,
 }
 
 /// The closed set of balancing algorithms.

@@ -6,7 +6,7 @@ use std::time::Duration;
 use toml::Spanned;
 
 use super::{file, optional, Checker};
-use crate::config::{Admit, Cidr, ListenerAdmission, PerClient, Rate};
+use crate::config::{Admit, Cidr, ListenerAdmission, PerClient, Rate, Rebalance};
 
 /// Counts above this are typing mistakes, not capacity plans.
 const MAX_COUNT: i64 = 100_000_000;
@@ -14,6 +14,10 @@ const MAX_COUNT: i64 = 100_000_000;
 const MAX_RATE: f64 = 10_000_000.0;
 /// `admit.queue` when left out.
 pub(super) const DEFAULT_ADMIT_QUEUE: Duration = Duration::from_secs(5);
+/// `rebalance.tolerance` when left out.
+const DEFAULT_TOLERANCE: f64 = 0.2;
+/// `rebalance.max_closes_per_second` when left out.
+const DEFAULT_CLOSES_PER_SECOND: f64 = 20.0;
 
 impl Checker<'_> {
     /// The admission keys of the listener at `path`.
@@ -96,6 +100,37 @@ impl Checker<'_> {
         Some(Admit {
             per_second: per_second?,
             queue: queue?,
+        })
+    }
+
+    /// A pool's `rebalance` table.
+    pub(super) fn rebalance(
+        &mut self,
+        path: &str,
+        table: &Spanned<file::Rebalance>,
+    ) -> Option<Rebalance> {
+        let r = table.get_ref();
+        let tolerance = match &r.tolerance {
+            None => Some(DEFAULT_TOLERANCE),
+            Some(v) if v.get_ref().is_finite() && (0.0..=10.0).contains(v.get_ref()) => {
+                Some(*v.get_ref())
+            }
+            Some(v) => {
+                let message = format!(
+                    "{} must be from 0 to 10 (a fraction over the fair share, e.g. 0.2)",
+                    v.get_ref()
+                );
+                self.report(format!("{path}.tolerance"), Some(v.span()), message);
+                None
+            }
+        };
+        let rate = match &r.max_closes_per_second {
+            None => Some(DEFAULT_CLOSES_PER_SECOND),
+            Some(v) => self.rate(&format!("{path}.max_closes_per_second"), v),
+        };
+        Some(Rebalance {
+            tolerance: tolerance?,
+            max_closes_per_second: rate?,
         })
     }
 

@@ -159,3 +159,46 @@ fn route_admission_problems_have_their_key_path_and_line() {
     ];
     check_all(&cases);
 }
+
+#[test]
+fn pool_admission_keys_are_read() {
+    let text = pool_with(
+        "slow_start = \"30s\"\nrebalance = { tolerance = 0.5, max_closes_per_second = 5 }",
+    );
+    let pool = &parse(&text, Path::new("."), "test.toml").unwrap().pools[0];
+    assert_eq!(pool.slow_start, Duration::from_secs(30));
+    let r = pool.rebalance.unwrap();
+    assert_eq!((r.tolerance, r.max_closes_per_second), (0.5, 5.0));
+    let text = pool_with("rebalance = {}");
+    let r = parse(&text, Path::new("."), "test.toml").unwrap().pools[0]
+        .rebalance
+        .unwrap();
+    assert_eq!((r.tolerance, r.max_closes_per_second), (0.2, 20.0));
+    let plain = &parse(MINIMAL, Path::new("."), "test.toml").unwrap().pools[0];
+    assert_eq!((plain.slow_start, plain.rebalance), (Duration::ZERO, None));
+}
+
+#[test]
+fn pool_admission_problems_have_their_key_path_and_line() {
+    let cases: Vec<(String, &str, &str, &str)> = vec![
+        (
+            pool_with("slow_start = 30"),
+            "pool[0].slow_start",
+            "slow_start",
+            "no unit",
+        ),
+        (
+            pool_with("rebalance = { tolerance = -0.1 }"),
+            "pool[0].rebalance.tolerance",
+            "rebalance",
+            "from 0 to 10",
+        ),
+        (
+            pool_with("rebalance = { max_closes_per_second = 0 }"),
+            "pool[0].rebalance.max_closes_per_second",
+            "rebalance",
+            "above 0",
+        ),
+    ];
+    check_all(&cases);
+}
