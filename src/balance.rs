@@ -24,7 +24,10 @@ use tokio::time::Instant;
 use tokio::sync::watch;
 
 use crate::config::{self, Balance, StickySource};
+
+mod roster;
 use crate::shutdown::{Drain, DrainSignal};
+pub use roster::Enlisted;
 
 /// How long a backend that failed a connect stays down in a pool without a
 /// health check (contract, "Balancing").
@@ -142,6 +145,8 @@ pub struct BackendState {
     /// a reload, back from down or from draining), for slow start;
     /// [`FROM_THE_START`] when it has been up since the proxy started.
     up_since: AtomicU64,
+    /// Relayed connections, for rebalancing.
+    roster: roster::Roster,
     /// Announces a drain (removal by a reload, or shutdown) to the
     /// backend's open connections; `None` until one starts.
     drain: watch::Sender<Option<Drain>>,
@@ -158,6 +163,7 @@ impl BackendState {
             down_until: AtomicU64::new(0),
             draining: AtomicBool::new(false),
             up_since: AtomicU64::new(FROM_THE_START),
+            roster: roster::Roster::default(),
             drain: watch::Sender::new(None),
         }
     }
@@ -454,6 +460,11 @@ impl PoolBalancer {
     /// Whether the pool has no backends (validation never lets that happen).
     pub fn is_empty(&self) -> bool {
         self.members.is_empty()
+    }
+
+    /// The weight of backend `idx` (0 when there is none).
+    pub fn weight(&self, idx: usize) -> u32 {
+        self.members.get(idx).map_or(0, |m| m.weight)
     }
 
     /// The live state of backend `idx`, for its address and cookie.

@@ -374,6 +374,7 @@ where
         lease,
         guard: accepted.guard.lock().expect("not poisoned").take(),
         ticket: accepted.ticket.lock().expect("not poisoned").take(),
+        key: key.as_deref().map(<[u8]>::to_vec),
     };
     tokio::spawn(relay_connection::<IO>(
         hyper::upgrade::on(&mut req),
@@ -481,6 +482,8 @@ struct Handover {
     guard: Option<Guard>,
     /// Its place on the listener, given back when the relay ends.
     ticket: Option<Ticket>,
+    /// The sticky key it was placed by, for rebalancing.
+    key: Option<Vec<u8>>,
 }
 
 /// Waits for hyper to finish the client's upgrade, gets the raw client
@@ -512,16 +515,25 @@ where
     };
     let (unread, client_io) = parts.io.into_inner().into_parts();
     let client_pre = join(parts.read_buf, unread);
+    // On the backend's roster while relayed, so that rebalancing can ask
+    // it to move.
+    let enlisted = h.lease.backend().enlist(h.key.as_deref());
+    let close = enlisted.close.clone();
+    let moved: relay::Move = Box::pin(async move { close.notified().await });
     let end = relay::run(
         client_io,
         client_pre,
         h.backend_stream,
         h.backend_pre,
         h.settings,
-        h.stop,
+        relay::Signals {
+            stop: h.stop,
+            moved: Some(moved),
+        },
         h.meter,
     )
     .await;
+    drop(enlisted);
     // The backend's slot and the open-connection count are released here.
     drop(h.lease);
     drop(h.guard);

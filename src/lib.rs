@@ -59,3 +59,5 @@ pub mod metrics;
 pub mod echo;
 
 mod health;
+
+pub mod rebalance;

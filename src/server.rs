@@ -23,6 +23,7 @@ use crate::config::{self, Config, ConfigError};
 use crate::connection::{self, Accepted};
 use crate::health::HealthChecks;
 use crate::metrics::Metrics;
+use crate::rebalance::Rebalancers;
 use crate::relay::CLOSE_GRACE;
 use crate::runtime::Runtime;
 use crate::shutdown::Drain;
@@ -90,6 +91,7 @@ pub struct Shared {
     /// Accept loops by listener key (configured address).
     listeners: Mutex<HashMap<ListenerKey, Bound>>,
     health: Mutex<HealthChecks>,
+    rebalancers: Mutex<Rebalancers>,
 }
 
 impl Deref for Shared {
@@ -139,6 +141,7 @@ impl Server {
             admin_socket: Mutex::new(admin),
             listeners: Mutex::default(),
             health: Mutex::default(),
+            rebalancers: Mutex::default(),
         });
         // Ready means bound and configured (contract), which is true from
         // here on; nothing can be asked before the listeners serve.
@@ -147,6 +150,8 @@ impl Server {
             shared.spawn_accept(key, socket);
         }
         *shared.health.lock().expect("not poisoned") = HealthChecks::start(&shared.current.load());
+        *shared.rebalancers.lock().expect("not poisoned") =
+            Rebalancers::start(&shared.current.load_full(), shared.metrics.clone());
         info!(version = 1, "configuration loaded");
         Ok(Server { shared })
     }
@@ -196,6 +201,7 @@ impl Server {
             bound.task.abort();
         }
         *shared.health.lock().expect("not poisoned") = HealthChecks::default();
+        *shared.rebalancers.lock().expect("not poisoned") = Rebalancers::default();
         let timeout = shared.current.load().config.drain_timeout;
         shared.registry.drain_all(Drain::now(timeout));
         let open = shared.tracker.open();
@@ -304,6 +310,8 @@ impl Shared {
             });
         }
         *self.health.lock().expect("not poisoned") = HealthChecks::start(&snapshot);
+        *self.rebalancers.lock().expect("not poisoned") =
+            Rebalancers::start(&snapshot, self.metrics.clone());
         for (pool, addr) in self.registry.drain_removed(&snapshot.config, drain) {
             info!(%pool, backend = %addr, drain_timeout = ?drain.timeout, "backend removed: draining");
         }

@@ -321,6 +321,27 @@ impl Lifecycle {
         orders
     }
 
+    /// Rebalancing asks this connection to move at `now`: close 1012
+    /// "rebalance" to the client, which tells it to reconnect (and the
+    /// balancer places it anew), and 1001 to the backend. Nothing when the
+    /// connection is closing already.
+    pub fn rebalance(&mut self, now: Instant) -> Orders {
+        if self.closing_since.is_some() {
+            return Orders::default();
+        }
+        self.record(CloseCode::SERVICE_RESTART, Initiator::Proxy);
+        self.closing_since = Some(now);
+        let to_backend = Order {
+            close: Some((CloseCode::GOING_AWAY, "rebalance")),
+            ..Order::default()
+        };
+        let to_client = Order {
+            close: Some((CloseCode::SERVICE_RESTART, "rebalance")),
+            ..Order::default()
+        };
+        Orders::of(Direction::ClientToBackend, to_backend, to_client)
+    }
+
     /// A drain wants this connection closed at `at`.
     pub fn drain(&mut self, at: Instant) {
         self.drain_at = Some(at);

@@ -49,6 +49,17 @@ pub use crate::close::{Counts, End};
 /// Resolves to the moment a drain wants this connection closed.
 pub type Stop = Pin<Box<dyn Future<Output = Instant> + Send>>;
 
+/// Resolves when rebalancing asks this connection to move elsewhere.
+pub type Move = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// What may end a connection from outside: a drain, and rebalancing.
+pub struct Signals {
+    /// Resolves to the moment a drain wants the connection closed.
+    pub stop: Stop,
+    /// Resolves when rebalancing asks the connection to move; `None`: never.
+    pub moved: Option<Move>,
+}
+
 /// A stream over TCP whose socket the relay can watch for a reset while it
 /// does not read from it (the other side pushes back): a peer that resets
 /// then is noticed at once instead of at the idle timeout.
@@ -70,22 +81,24 @@ impl Socket for tokio_rustls::server::TlsStream<TcpStream> {
 }
 
 /// Relays until the connection closes, then closes both sockets. When
-/// `stop` resolves, the connection is closed with 1001 at the moment it
-/// names. Traffic is reported to `meter` now and then and at the end.
+/// `signals.stop` resolves, the connection is closed with 1001 at the
+/// moment it names; when `signals.moved` does, with 1012 to the client.
+/// Traffic is reported to `meter` now and then and at the end.
 pub async fn run<C>(
     mut client: C,
     client_pre: Bytes,
     mut backend: TcpStream,
     backend_pre: Bytes,
     settings: Settings,
-    stop: Stop,
+    signals: Signals,
     meter: Option<Meter>,
 ) -> End
 where
     C: AsyncRead + AsyncWrite + Socket + Unpin,
 {
     let started = Instant::now();
-    let mut relay = Relay::new(settings, &client_pre, &backend_pre, stop, meter);
+    let mut relay = Relay::new(settings, &client_pre, &backend_pre, signals.stop, meter);
+    relay.moved = signals.moved;
     // These may be views into the handshake's read buffers (hyper's and the
     // backend answer's): holding them would pin those buffers for the whole
     // connection. Their bytes are in the relay's own stash by now.
@@ -190,6 +203,8 @@ struct Relay {
     armed_for: Instant,
     /// Pending until a drain covers this connection.
     stop: Option<Stop>,
+    /// Pending until rebalancing asks this connection to move.
+    moved: Option<Move>,
     meter: Option<Meter>,
     client_watch: Watch,
     backend_watch: Watch,
@@ -229,6 +244,7 @@ impl Relay {
             timer: Box::pin(tokio::time::sleep_until(next)),
             armed_for: next,
             stop: Some(stop),
+            moved: None,
             meter,
             client_watch: Watch::Idle,
             backend_watch: Watch::Idle,
@@ -268,6 +284,14 @@ impl Relay {
                 if let Poll::Ready(at) = stop.as_mut().poll(cx) {
                     self.life.drain(at);
                     self.stop = None;
+                    acted = true;
+                }
+            }
+            if let Some(moved) = &mut self.moved {
+                if moved.as_mut().poll(cx).is_ready() {
+                    self.moved = None;
+                    let orders = self.life.rebalance(Instant::now());
+                    self.apply(orders);
                     acted = true;
                 }
             }
