@@ -13,11 +13,13 @@ fn pool(balance: Balance) -> Pool {
         sticky: (balance == Balance::Sticky).then(|| Sticky {
             source: StickySource::Header,
             name: "k".to_string(),
+            issue: true,
         }),
         hash_balance_factor: None,
         health_check: None,
         slow_start: SLOW,
         rebalance: None,
+        max_idle_per_backend: 32,
         backends: (0..3)
             .map(|i| Backend {
                 addr: SocketAddr::from(([10, 0, 0, i as u8 + 1], 9000)),

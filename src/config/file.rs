@@ -69,6 +69,12 @@ pub struct Defaults {
     pub message_burst: Option<Spanned<i64>>,
     /// `"slow"` or `"close"`.
     pub on_message_rate: Option<Spanned<String>>,
+    /// `reject` or `proxy`.
+    pub http: Option<Spanned<String>>,
+    /// Bytes; 0 for no limit.
+    pub max_request_body_bytes: Option<Spanned<RawSize>>,
+    /// Duration.
+    pub response_timeout: Option<Spanned<RawDuration>>,
 }
 
 /// `[[listener]]`.
@@ -83,6 +89,8 @@ pub struct Listener {
     pub max_header_bytes: Option<Spanned<RawSize>>,
     /// Absent for plain ws://.
     pub tls: Option<Spanned<Tls>>,
+    /// Duration.
+    pub keepalive_timeout: Option<Spanned<RawDuration>>,
     /// Limits per client address (admission control).
     pub per_client: Option<Spanned<PerClient>>,
     /// Open client connections, handshakes included.
@@ -176,6 +184,12 @@ pub struct Route {
     pub message_burst: Option<Spanned<i64>>,
     /// `"slow"` or `"close"`.
     pub on_message_rate: Option<Spanned<String>>,
+    /// `reject` or `proxy`.
+    pub http: Option<Spanned<String>>,
+    /// Bytes; 0 for no limit.
+    pub max_request_body_bytes: Option<Spanned<RawSize>>,
+    /// Duration.
+    pub response_timeout: Option<Spanned<RawDuration>>,
 }
 
 /// `[[pool]]`.
@@ -198,6 +212,8 @@ pub struct Pool {
     pub health_check: Option<Spanned<HealthCheck>>,
     /// Required, at least one.
     pub backends: Option<Spanned<Vec<Spanned<Backend>>>>,
+    /// Count, 0 or more.
+    pub max_idle_per_backend: Option<Spanned<i64>>,
 }
 
 /// A pool's `rebalance` table.
@@ -218,6 +234,8 @@ pub struct Sticky {
     pub source: Option<Spanned<String>>,
     /// Cookie, header or parameter name.
     pub name: Option<Spanned<String>>,
+    /// Cookie source only: issue the proxy's own cookie.
+    pub issue: Option<Spanned<bool>>,
 }
 
 /// A pool's `health_check` table.

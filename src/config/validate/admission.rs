@@ -30,10 +30,10 @@ impl Checker<'_> {
             self.per_client(&format!("{path}.per_client"), p)
         });
         let max_connections = optional(&l.max_connections, |v| {
-            self.count(&format!("{path}.max_connections"), v)
+            self.limit_count(&format!("{path}.max_connections"), v)
         });
         let max_pending = optional(&l.max_pending_handshakes, |v| {
-            self.count(&format!("{path}.max_pending_handshakes"), v)
+            self.limit_count(&format!("{path}.max_pending_handshakes"), v)
         });
         let admit = optional(&l.admit, |a| self.admit(&format!("{path}.admit"), a));
         Some(ListenerAdmission {
@@ -47,12 +47,12 @@ impl Checker<'_> {
     fn per_client(&mut self, path: &str, table: &Spanned<file::PerClient>) -> Option<PerClient> {
         let p = table.get_ref();
         let max_connections = optional(&p.max_connections, |v| {
-            self.count(&format!("{path}.max_connections"), v)
+            self.limit_count(&format!("{path}.max_connections"), v)
         });
         let per_second = optional(&p.handshakes_per_second, |v| {
             self.rate(&format!("{path}.handshakes_per_second"), v)
         });
-        let burst = optional(&p.burst, |v| self.count(&format!("{path}.burst"), v));
+        let burst = optional(&p.burst, |v| self.limit_count(&format!("{path}.burst"), v));
         // With no limit at all, "limits nothing" below says it all.
         let capped = p.max_connections.is_some();
         if let (Some(b), None, true) = (&p.burst, &p.handshakes_per_second, capped) {
@@ -135,7 +135,7 @@ impl Checker<'_> {
     }
 
     /// A whole number from 1 to [`MAX_COUNT`].
-    pub(super) fn count(&mut self, path: &str, value: &Spanned<i64>) -> Option<u32> {
+    pub(super) fn limit_count(&mut self, path: &str, value: &Spanned<i64>) -> Option<u32> {
         let n = *value.get_ref();
         if (1..=MAX_COUNT).contains(&n) {
             return u32::try_from(n).ok();

@@ -7,7 +7,7 @@ use toml::Spanned;
 use super::file::{self, RawDuration, RawSize};
 use super::values::{is_bracketed_ipv6, is_dns_name};
 use super::{optional, Checker};
-use crate::config::{HostPattern, Limits, OnMessageRate, Route};
+use crate::config::{HostPattern, HttpMode, Limits, OnMessageRate, Route};
 
 impl Checker<'_> {
     pub(super) fn route(
@@ -154,6 +154,31 @@ impl Checker<'_> {
             &mut limits.ping_interval,
         );
         duration("ping_timeout", keys.ping_timeout, &mut limits.ping_timeout);
+        duration(
+            "response_timeout",
+            keys.response_timeout,
+            &mut limits.response_timeout,
+        );
+        if let Some(v) = keys.max_request_body_bytes {
+            // 0 is allowed here: no limit.
+            limits.max_request_body_bytes = match v.get_ref() {
+                RawSize::Bytes(0) => 0,
+                _ => self
+                    .bytes(&key("max_request_body_bytes"), v)
+                    .unwrap_or(limits.max_request_body_bytes),
+            };
+        }
+        if let Some(v) = keys.http {
+            match v.get_ref().as_str() {
+                "reject" => limits.http = HttpMode::Reject,
+                "proxy" => limits.http = HttpMode::Proxy,
+                other => {
+                    let message =
+                        format!("unknown http mode {other:?}; write \"reject\" or \"proxy\"");
+                    self.report(key("http"), Some(v.span()), message);
+                }
+            }
+        }
         self.admission_limits(table, keys, limits);
     }
 
@@ -165,11 +190,11 @@ impl Checker<'_> {
             limits.max_lifetime = checked.unwrap_or(limits.max_lifetime);
         }
         if let Some(v) = keys.max_messages_per_second {
-            let checked = self.count(&key("max_messages_per_second"), v);
+            let checked = self.limit_count(&key("max_messages_per_second"), v);
             limits.max_messages_per_second = checked.or(limits.max_messages_per_second);
         }
         if let Some(v) = keys.message_burst {
-            let checked = self.count(&key("message_burst"), v);
+            let checked = self.limit_count(&key("message_burst"), v);
             limits.message_burst = checked.or(limits.message_burst);
         }
         if let Some(v) = keys.on_message_rate {
@@ -197,6 +222,9 @@ pub(super) struct LimitKeys<'f> {
     max_messages_per_second: Option<&'f Spanned<i64>>,
     message_burst: Option<&'f Spanned<i64>>,
     on_message_rate: Option<&'f Spanned<String>>,
+    http: Option<&'f Spanned<String>>,
+    max_request_body_bytes: Option<&'f Spanned<RawSize>>,
+    response_timeout: Option<&'f Spanned<RawDuration>>,
 }
 
 pub(super) fn limit_keys_of_defaults(d: &file::Defaults) -> LimitKeys<'_> {
@@ -211,6 +239,9 @@ pub(super) fn limit_keys_of_defaults(d: &file::Defaults) -> LimitKeys<'_> {
         max_messages_per_second: d.max_messages_per_second.as_ref(),
         message_burst: d.message_burst.as_ref(),
         on_message_rate: d.on_message_rate.as_ref(),
+        http: d.http.as_ref(),
+        max_request_body_bytes: d.max_request_body_bytes.as_ref(),
+        response_timeout: d.response_timeout.as_ref(),
     }
 }
 
@@ -226,5 +257,8 @@ pub(super) fn limit_keys_of_route(r: &file::Route) -> LimitKeys<'_> {
         max_messages_per_second: r.max_messages_per_second.as_ref(),
         message_burst: r.message_burst.as_ref(),
         on_message_rate: r.on_message_rate.as_ref(),
+        http: r.http.as_ref(),
+        max_request_body_bytes: r.max_request_body_bytes.as_ref(),
+        response_timeout: r.response_timeout.as_ref(),
     }
 }
