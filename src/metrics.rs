@@ -21,7 +21,10 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
 use crate::close::{CloseInfo, Counts};
+
+mod admission;
 use crate::snapshot::Snapshot;
+pub use admission::AdmissionMetrics;
 
 /// Labels of a relayed connection.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -88,6 +91,8 @@ pub struct Metrics {
     connection_seconds: Histogram,
     log_lines_dropped: Counter,
     http: HttpMetrics,
+    /// Admission control: refusals, the admit queue, rebalancing closes.
+    pub admission: AdmissionMetrics,
 }
 
 /// The proxied-HTTP request metrics.
@@ -146,6 +151,7 @@ impl Metrics {
             // 1 s .. 4^10 s (about 12 days): WebSocket connections live for hours.
             connection_seconds: Histogram::new(exponential_buckets(1.0, 4.0, 11)),
             log_lines_dropped: Counter::default(),
+            admission: AdmissionMetrics::default(),
             http: HttpMetrics {
                 requests: Family::default(),
                 in_flight: Family::default(),
@@ -219,6 +225,7 @@ impl Metrics {
             "Relayed connection lifetimes",
             m.connection_seconds.clone(),
         );
+        m.admission.register(&mut registry);
         registry.register(
             "wsgate_http_requests",
             "Proxied HTTP requests answered, by pool and status code",

@@ -6,22 +6,38 @@
 use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
 use wsgate::metrics::Meter;
-use wsgate::relay::{self, Settings, Stop};
+use wsgate::relay::{self, Settings, Signals};
 
 /// The size of what `f` would return, without calling it.
 fn returned_size<A, R>(_: impl FnOnce(A) -> R) -> usize {
     std::mem::size_of::<R>()
 }
 
-type Args<C> = (C, TcpStream, Settings, Stop, Option<Meter>);
+type Args<C> = (C, TcpStream, Settings, Signals, Option<Meter>);
 
 #[test]
 fn the_relay_future_holds_the_client_stream_once() {
-    let plain = returned_size(|(c, b, s, stop, m): Args<TcpStream>| {
-        relay::run(c, bytes::Bytes::new(), b, bytes::Bytes::new(), s, stop, m)
+    let plain = returned_size(|(c, b, s, signals, m): Args<TcpStream>| {
+        relay::run(
+            c,
+            bytes::Bytes::new(),
+            b,
+            bytes::Bytes::new(),
+            s,
+            signals,
+            m,
+        )
     });
-    let tls = returned_size(|(c, b, s, stop, m): Args<TlsStream<TcpStream>>| {
-        relay::run(c, bytes::Bytes::new(), b, bytes::Bytes::new(), s, stop, m)
+    let tls = returned_size(|(c, b, s, signals, m): Args<TlsStream<TcpStream>>| {
+        relay::run(
+            c,
+            bytes::Bytes::new(),
+            b,
+            bytes::Bytes::new(),
+            s,
+            signals,
+            m,
+        )
     });
     let stream_growth =
         std::mem::size_of::<TlsStream<TcpStream>>() - std::mem::size_of::<TcpStream>();

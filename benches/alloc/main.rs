@@ -313,13 +313,35 @@ fn returned_size<A, R>(_: impl FnOnce(A) -> R) -> usize {
 /// Sizes of the values an idle connection keeps inline in its task.
 fn print_sizes() {
     use tokio_rustls::server::TlsStream;
-    use wsgate::relay::{self, Settings, Stop};
-    type Args<C> = (C, TcpStream, Settings, Stop, Option<wsgate::metrics::Meter>);
-    let plain = returned_size(|(c, b, s, stop, m): Args<TcpStream>| {
-        relay::run(c, bytes::Bytes::new(), b, bytes::Bytes::new(), s, stop, m)
+    use wsgate::relay::{self, Settings, Signals};
+    type Args<C> = (
+        C,
+        TcpStream,
+        Settings,
+        Signals,
+        Option<wsgate::metrics::Meter>,
+    );
+    let plain = returned_size(|(c, b, s, signals, m): Args<TcpStream>| {
+        relay::run(
+            c,
+            bytes::Bytes::new(),
+            b,
+            bytes::Bytes::new(),
+            s,
+            signals,
+            m,
+        )
     });
-    let tls = returned_size(|(c, b, s, stop, m): Args<TlsStream<TcpStream>>| {
-        relay::run(c, bytes::Bytes::new(), b, bytes::Bytes::new(), s, stop, m)
+    let tls = returned_size(|(c, b, s, signals, m): Args<TlsStream<TcpStream>>| {
+        relay::run(
+            c,
+            bytes::Bytes::new(),
+            b,
+            bytes::Bytes::new(),
+            s,
+            signals,
+            m,
+        )
     });
     println!(
         "sizes (bytes): TcpStream {}, TlsStream<TcpStream> {}, relay::run future over TcpStream {}, over TlsStream {}",
