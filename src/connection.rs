@@ -26,7 +26,7 @@ use crate::runtime::Runtime;
 use crate::shutdown::{self, Guard};
 use crate::snapshot::{ListenerKey, Snapshot};
 use crate::upstream::{self, Offer, RefusalBody};
-use crate::{affinity, balance, relay, tls};
+use crate::{affinity, balance, push, relay, tls};
 
 /// What a connection knows about where it was accepted.
 pub struct Accepted {
@@ -238,6 +238,14 @@ where
         Ok(checked) => checked,
         Err(reject) => return rejected(&accepted, &req, reject).map(Either::Left),
     };
+    let tags = match &route.tags {
+        Some(tags) => match push::tags::read(tags, req.headers(), req.uri()) {
+            Ok(tags) => tags,
+            Err(e) => return rejected(&accepted, &req, Reject::BadTags(e)).map(Either::Left),
+        },
+        None => push::ConnTags::default(),
+    };
+    let connection_id = accepted.shared.hub.next_id();
     let pool_index = snapshot.route_pool[route_index];
     let pool = &snapshot.config.pools[pool_index];
     let key = pool
@@ -245,7 +253,7 @@ where
         .as_ref()
         .and_then(|sticky| affinity::key(sticky, req.headers(), req.uri(), accepted.peer));
     let attempt = Attempt {
-        request: upstream::backend_request(&req, accepted.peer, tls),
+        request: upstream::backend_request(&req, accepted.peer, tls, &connection_id),
         client_key: &checked.key,
         offer: Offer::from_request(req.headers()),
         connect_timeout: route.limits.connect_timeout,
@@ -330,6 +338,8 @@ where
         stop: shutdown::close_time(lease.backend().drain_signal()),
         meter,
         access,
+        push: (connection_id, tags, route.limits.max_message_bytes),
+        hub: accepted.shared.hub.clone(),
         lease,
         guard: accepted.guard.lock().expect("not poisoned").take(),
     };
@@ -433,6 +443,9 @@ struct Handover {
     stop: relay::Stop,
     meter: Option<Meter>,
     access: AccessInfo,
+    /// The connection's id, push tags and largest message, for the hub.
+    push: (String, push::ConnTags, u64),
+    hub: Arc<push::Hub>,
     /// The backend's connection slot, held until the relay ends.
     lease: balance::Lease,
     /// Counts the connection as open until the relay ends.
@@ -468,16 +481,24 @@ where
     };
     let (unread, client_io) = parts.io.into_inner().into_parts();
     let client_pre = join(parts.read_buf, unread);
+    let (id, tags, max_message_bytes) = h.push;
+    let (member, inbox) = h.hub.join(id, tags, max_message_bytes);
+    let extras = relay::Extras {
+        stop: h.stop,
+        meter: h.meter,
+        inbox: Some(inbox),
+    };
     let end = relay::run(
         client_io,
         client_pre,
         h.backend_stream,
         h.backend_pre,
         h.settings,
-        h.stop,
-        h.meter,
+        extras,
     )
     .await;
+    let connection_id = member.id().to_string();
+    drop(member);
     // The backend's slot and the open-connection count are released here.
     drop(h.lease);
     drop(h.guard);
@@ -485,6 +506,7 @@ where
     info!(
         target: "wsgate::access",
         client = %h.peer,
+        connection_id = %connection_id,
         listener = %a.listener,
         host = %a.host,
         path = %a.path,

@@ -36,6 +36,8 @@ pub mod rfc6455;
 
 pub mod relay;
 
+pub mod push;
+
 pub mod frame;
 
 pub mod close;
@@ -51,6 +53,8 @@ pub mod reload;
 pub mod shutdown;
 
 pub mod admin;
+
+pub mod publish;
 
 pub mod metrics;
 

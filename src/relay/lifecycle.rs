@@ -227,6 +227,13 @@ impl Lifecycle {
         orders
     }
 
+    /// The proxy closes the connection at `now` for a reason of its own
+    /// outside the timers (a push queue that overflowed).
+    pub fn closed_by_proxy(&mut self, code: CloseCode, now: Instant) {
+        self.record(code, Initiator::Proxy);
+        self.closing_since.get_or_insert(now);
+    }
+
     /// A drain wants this connection closed at `at`.
     pub fn drain(&mut self, at: Instant) {
         self.drain_at = Some(at);

@@ -9,6 +9,7 @@
 //! both pumps, one timer wakes it for the lifecycle, and the sockets are
 //! shut down when the lifecycle says a side is through.
 
+pub mod inbox;
 pub mod lifecycle;
 pub mod pump;
 pub mod state;
@@ -17,6 +18,7 @@ use std::future::poll_fn;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -28,6 +30,7 @@ use tracing::debug;
 use crate::close::{CloseCode, CloseInfo, Initiator};
 use crate::config::Limits;
 use crate::metrics::Meter;
+use inbox::{Inbox, Take};
 use lifecycle::{side_through, Due, Ends, Lifecycle, Orders};
 use pump::{Event, Pump, SourceEnd};
 use state::{Direction, Rules};
@@ -69,28 +72,42 @@ impl Socket for tokio_rustls::server::TlsStream<TcpStream> {
     }
 }
 
-/// Relays until the connection closes, then closes both sockets. When
-/// `stop` resolves, the connection is closed with 1001 at the moment it
-/// names. Traffic is reported to `meter` now and then and at the end.
+/// What the relay takes besides the two sockets: the connection's drain
+/// signal, its metrics, and its inbox of pushed messages.
+pub struct Extras {
+    /// When it resolves, the connection is closed with 1001 at the moment
+    /// it names.
+    pub stop: Stop,
+    /// Traffic is reported here now and then and at the end.
+    pub meter: Option<Meter>,
+    /// Pushed messages, injected towards the client between messages.
+    pub inbox: Option<Arc<Inbox>>,
+}
+
+/// Relays until the connection closes, then closes both sockets.
 pub async fn run<C>(
     mut client: C,
     client_pre: Bytes,
     mut backend: TcpStream,
     backend_pre: Bytes,
     settings: Settings,
-    stop: Stop,
-    meter: Option<Meter>,
+    extras: Extras,
 ) -> End
 where
     C: AsyncRead + AsyncWrite + Socket + Unpin,
 {
     let started = Instant::now();
+    let Extras { stop, meter, inbox } = extras;
     let mut relay = Relay::new(settings, &client_pre, &backend_pre, stop, meter);
+    relay.inbox = inbox;
     // These may be views into the handshake's read buffers (hyper's and the
     // backend answer's): holding them would pin those buffers for the whole
     // connection. Their bytes are in the relay's own stash by now.
     drop((client_pre, backend_pre));
     poll_fn(|cx| relay.poll(cx, &mut client, &mut backend)).await;
+    if let Some(inbox) = &relay.inbox {
+        inbox.close();
+    }
     let end = relay.end();
     if let Some(meter) = relay.meter.take() {
         meter.closed(
@@ -180,6 +197,8 @@ struct Relay {
     meter: Option<Meter>,
     client_watch: Watch,
     backend_watch: Watch,
+    /// Pushed messages for the client; `None` in tests of the bare relay.
+    inbox: Option<Arc<Inbox>>,
 }
 
 impl Relay {
@@ -210,6 +229,7 @@ impl Relay {
             meter,
             client_watch: Watch::Idle,
             backend_watch: Watch::Idle,
+            inbox: None,
         }
     }
 
@@ -241,6 +261,7 @@ impl Relay {
                 acted = true;
             }
             acted |= self.watch(cx, client.tcp(), backend);
+            acted |= self.take_pushed(cx);
             self.observe();
             if let Some(stop) = &mut self.stop {
                 if let Poll::Ready(at) = stop.as_mut().poll(cx) {
@@ -303,6 +324,33 @@ impl Relay {
             }
         }
         acted
+    }
+
+    /// Hands the next pushed message to the pump towards the client when it
+    /// can take one; one atomic load when nothing was pushed. An inbox
+    /// that overflowed closes the connection: 1013 (Try Again Later) to
+    /// the client, 1001 to the backend.
+    fn take_pushed(&mut self, cx: &mut Context<'_>) -> bool {
+        let Some(inbox) = &self.inbox else {
+            return false;
+        };
+        if !self.b2c.takes_push() || !inbox.poll_pending(cx) {
+            return false;
+        }
+        match inbox.take() {
+            Take::Message(message) => self.b2c.push(message),
+            Take::Overflowed => {
+                debug!("push queue overflowed: closing with 1013");
+                self.life
+                    .closed_by_proxy(CloseCode::TRY_AGAIN_LATER, Instant::now());
+                self.b2c
+                    .close_with(CloseCode::TRY_AGAIN_LATER, "push queue full");
+                self.c2b
+                    .close_with(CloseCode::GOING_AWAY, "client too slow for pushes");
+            }
+            Take::Nothing => return false,
+        }
+        true
     }
 
     /// Tells the lifecycle about traffic and close frames passing through.
