@@ -64,6 +64,9 @@ pub struct Inbox {
     /// Set when a message is queued or the queue overflowed; the relay's
     /// cheap check.
     pending: AtomicBool,
+    /// Set once the queue overflowed, for the relay to see while its pump
+    /// is busy with an earlier message.
+    overflow: AtomicBool,
     waker: AtomicWaker,
     /// `None` until the first push, and again once closed.
     queue: Mutex<State>,
@@ -83,6 +86,7 @@ impl Inbox {
         Inbox {
             limits,
             pending: AtomicBool::new(false),
+            overflow: AtomicBool::new(false),
             waker: AtomicWaker::new(),
             queue: Mutex::new(State::default()),
         }
@@ -99,6 +103,7 @@ impl Inbox {
         if len + 1 > self.limits.messages || state.bytes + message.payload.len() > self.limits.bytes
         {
             state.overflowed = true;
+            self.overflow.store(true, Ordering::Release);
             // What waits is never written now: release it at once.
             state.queue = None;
             state.bytes = 0;
@@ -164,7 +169,7 @@ impl Inbox {
 
     /// True once the queue overflowed.
     pub fn overflowed(&self) -> bool {
-        self.queue.lock().expect("not poisoned").overflowed
+        self.overflow.load(Ordering::Acquire)
     }
 }
 

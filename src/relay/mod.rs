@@ -334,7 +334,7 @@ impl Relay {
         let Some(inbox) = &self.inbox else {
             return false;
         };
-        if !self.b2c.takes_push() || !inbox.poll_pending(cx) {
+        if !inbox.poll_pending(cx) || !(self.b2c.takes_push() || inbox.overflowed()) {
             return false;
         }
         match inbox.take() {
