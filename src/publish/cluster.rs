@@ -188,15 +188,19 @@ impl Cluster {
         }
         let mut written: HashSet<(String, String)> = HashSet::new();
         let mut full = true;
+        let mut next_full = tokio::time::Instant::now();
         loop {
+            if full {
+                next_full = tokio::time::Instant::now() + self.heartbeat;
+            }
             if let Err(e) = self.sync(full, &mut written).await {
                 warn!(error = %e, "cannot write the cluster registry");
                 // Everything again next time: Redis may have lost it.
                 written.clear();
             }
-            let beat = tokio::time::sleep(self.heartbeat);
+            // Renewal keeps its pace however often tags change.
             tokio::select! {
-                _ = beat => full = true,
+                _ = tokio::time::sleep_until(next_full) => full = true,
                 _ = self.resync.notified() => full = true,
                 _ = self.hub.changed() => full = false,
             }
