@@ -27,20 +27,24 @@ struct Redis {
 
 impl Redis {
     async fn start_on(port: u16) -> Redis {
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server on PATH (apt-get install redis-server)");
+        let mut redis = Redis {
+            child: Command::new("redis-server")
+                .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+                .args(["--save", "", "--appendonly", "no"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("redis-server on PATH (apt-get install redis-server)"),
+            port,
+        };
         // Ready once it accepts connections; bounded.
         for _ in 0..500 {
             if TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
-                return Redis { child, port };
+                return redis;
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+        redis.stop();
         panic!("redis-server did not start");
     }
 
