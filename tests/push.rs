@@ -286,25 +286,25 @@ async fn raw_frame(stream: &mut TcpStream, buf: &mut Vec<u8>) -> (u8, Vec<u8>) {
     }
 }
 
-/// A DEFLATE stream of stored blocks, as a permessage-deflate sender may
-/// produce it (RFC 7692 section 7.2.1: the trailing 00 00 ff ff removed).
-fn stored(data: &[u8]) -> Vec<u8> {
-    let mut out = vec![0x00];
-    out.extend_from_slice(&(data.len() as u16).to_le_bytes());
-    out.extend_from_slice(&(!(data.len() as u16)).to_le_bytes());
-    out.extend_from_slice(data);
+/// The backend's side of permessage-deflate with context takeover (RFC
+/// 7692): one compressor for the whole connection, each message flushed
+/// and its trailing 00 00 ff ff removed.
+fn deflate(c: &mut flate2::Compress, data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(data.len() + 64);
+    c.compress_vec(data, &mut out, flate2::FlushCompress::Sync)
+        .unwrap();
+    assert!(out.ends_with(&[0, 0, 0xff, 0xff]));
+    out.truncate(out.len() - 4);
     out
 }
 
-/// Inflates a message of stored blocks (what `stored` makes).
-fn inflate_stored(mut data: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    while data.len() >= 5 {
-        assert_eq!(data[0] & 0x06, 0, "stored block");
-        let len = u16::from_le_bytes([data[1], data[2]]) as usize;
-        out.extend_from_slice(&data[5..5 + len]);
-        data = &data[5 + len..];
-    }
+/// The client's side: one decompressor for the whole connection.
+fn inflate(d: &mut flate2::Decompress, data: &[u8]) -> Vec<u8> {
+    let mut input = data.to_vec();
+    input.extend_from_slice(&[0, 0, 0xff, 0xff]);
+    let mut out = Vec::with_capacity(4096);
+    d.decompress_vec(&input, &mut out, flate2::FlushDecompress::Sync)
+        .expect("valid DEFLATE data in context");
     out
 }
 
@@ -316,25 +316,26 @@ async fn pushed_messages_are_uncompressed_on_deflate_connections() {
     let (client, mut backend, _) = connect(&node, &mut backends, "d", "", offer).await;
     let mut stream = client.stream;
     let mut buf = Vec::new();
-    // A compressed message from the backend: RSV1 set, passed unchanged.
-    let mut frame = vec![0xC1, 0];
-    let body = stored(b"compressed");
-    frame[1] = body.len() as u8;
-    frame.extend_from_slice(&body);
-    backend.send_raw(&frame).await;
-    let (first, payload) = raw_frame(&mut stream, &mut buf).await;
-    assert_eq!(first, 0xC1);
-    assert_eq!(inflate_stored(&payload), b"compressed");
-    publish(&node, r#"{"to":{"user":"d"},"text":"plain"}"#).await;
-    let (first, payload) = raw_frame(&mut stream, &mut buf).await;
-    assert_eq!(first, 0x81, "FIN, RSV1 clear, text");
-    assert_eq!(payload, b"plain");
-    backend.send_raw(&frame).await;
-    let (first, payload) = raw_frame(&mut stream, &mut buf).await;
-    assert_eq!(
-        (first, inflate_stored(&payload)),
-        (0xC1, b"compressed".to_vec())
-    );
+    let mut compressor = flate2::Compress::new(flate2::Compression::default(), false);
+    let mut decompressor = flate2::Decompress::new(false);
+    for round in 0..3 {
+        // A compressed message from the backend (RSV1 set), which later
+        // ones refer back to: the client's inflater must see every one of
+        // them and nothing else.
+        let text = format!("the same words again and again, round {round}");
+        let body = deflate(&mut compressor, text.as_bytes());
+        let mut frame = vec![0xC1, body.len() as u8];
+        frame.extend_from_slice(&body);
+        backend.send_raw(&frame).await;
+        let (first, payload) = raw_frame(&mut stream, &mut buf).await;
+        assert_eq!(first, 0xC1);
+        assert_eq!(inflate(&mut decompressor, &payload), text.as_bytes());
+        let json = format!(r#"{{"to":{{"user":"d"}},"text":"plain {round}"}}"#);
+        publish(&node, &json).await;
+        let (first, payload) = raw_frame(&mut stream, &mut buf).await;
+        assert_eq!(first, 0x81, "FIN, RSV1 clear, text");
+        assert_eq!(payload, format!("plain {round}").as_bytes());
+    }
 }
 
 #[tokio::test]
