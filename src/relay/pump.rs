@@ -20,7 +20,7 @@ use super::inbox::Pushed;
 use super::lifecycle::{Flow, Order};
 use super::state::{Direction, DirectionState, Rules, Step, Violation, PING_TOKEN_LEN};
 use crate::close::{CloseCode, Counts};
-use crate::frame::{close_frame, ping_frame, MAX_CONTROL_FRAME_LEN};
+use crate::frame::{close_frame, parse_header, ping_frame, MAX_CONTROL_FRAME_LEN};
 
 /// The per-thread read buffer. 64 KiB lets one read carry several 16 KiB
 /// messages; it is shared by every connection the thread runs.
@@ -315,7 +315,6 @@ impl Pump {
     /// boundary of what is relayed this way.
     pub(crate) fn push(&mut self, message: Pushed) {
         self.pushed = Some(Outgoing::new(message));
-        self.state.yield_at_message_end(true);
     }
 
     /// What went this way so far.
@@ -464,14 +463,12 @@ impl Pump {
                     }
                     if out.rest().is_empty() {
                         self.pushed = None;
-                        self.state.yield_at_message_end(false);
                     }
                     self.unflushed = true;
                     continue;
                 }
                 if !open || self.inject.as_ref().is_some_and(Inject::seals) {
                     self.pushed = None;
-                    self.state.yield_at_message_end(false);
                 }
             }
             // The proxy's frame goes out between frames, never inside one
@@ -520,6 +517,20 @@ impl Pump {
                 let left = self.state.frame_remaining();
                 if left > 0 && left < input.len() as u64 {
                     input = &input[..left as usize];
+                }
+            } else if self.pushed.is_some() {
+                // A pushed message waits for the end of the message in
+                // progress: pass one frame at a time, so that the state
+                // is asked after each one whether the message ended.
+                let frame = match self.state.frame_remaining() {
+                    0 => match parse_header(input) {
+                        Ok(Some(h)) => (h.header_len() as u64).saturating_add(h.payload_len),
+                        Ok(None) | Err(_) => u64::MAX,
+                    },
+                    left => left,
+                };
+                if frame < input.len() as u64 {
+                    input = &input[..frame as usize];
                 }
             }
             match self.state.advance(input) {

@@ -306,8 +306,6 @@ pub struct DirectionState {
     close: Option<CloseCode>,
     ping_token: Option<[u8; PING_TOKEN_LEN]>,
     proxy_pong: bool,
-    /// A pushed message waits: forwarding stops at the next message end.
-    yield_at_message_end: bool,
 }
 
 impl DirectionState {
@@ -330,7 +328,6 @@ impl DirectionState {
             close: None,
             ping_token: None,
             proxy_pong: false,
-            yield_at_message_end: false,
         }
     }
 
@@ -391,16 +388,9 @@ impl DirectionState {
         self.pending_from == self.pending_to && !inside_frame
     }
 
-    /// At a frame boundary with no fragmented message open: a whole data
-    /// message of the proxy's may go here (RFC 6455 section 5.4).
+    /// A frame boundary outside any fragmented message (RFC 6455 5.4).
     pub fn at_message_boundary(&self) -> bool {
         self.at_frame_boundary() && self.message.is_none()
-    }
-
-    /// While set, [`advance`](Self::advance) stops forwarding where a data
-    /// message ends, so that a pushed message waits for one message only.
-    pub fn yield_at_message_end(&mut self, on: bool) {
-        self.yield_at_message_end = on;
     }
 
     /// Payload bytes of the frame in progress still to come; 0 between
@@ -479,9 +469,6 @@ impl DirectionState {
                     } else {
                         self.phase = Phase::Payload { remaining, close };
                     }
-                }
-                Phase::Header if pos > 0 && self.yield_at_message_end && self.message.is_none() => {
-                    break
                 }
                 Phase::Header => {
                     let rest = &input[pos..];
