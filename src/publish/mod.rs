@@ -386,6 +386,10 @@ fn parse_json(body: &[u8]) -> Result<(Target, Pushed), Refusal> {
         To::Channel(c) => Target::Channel(c),
         To::Connection(c) => Target::Connection(c),
     };
+    let (Target::User(name) | Target::Channel(name) | Target::Connection(name)) = &target;
+    if name.is_empty() {
+        return Err((StatusCode::BAD_REQUEST, "the target's name is empty".into()));
+    }
     let message = match (parsed.text, parsed.binary) {
         (Some(text), None) => Pushed {
             binary: false,
@@ -485,6 +489,7 @@ mod tests {
             br#"{"to":{"user":"42"},"text":"a","binary":"AA=="}"#,
             br#"{"to":{"room":"1"},"text":"a"}"#,
             br#"{"to":{"user":"42"},"binary":"%%"}"#,
+            br#"{"to":{"user":""},"text":"a"}"#,
         ] {
             assert_eq!(parse_json(bad).unwrap_err().0, StatusCode::BAD_REQUEST);
         }

@@ -100,8 +100,11 @@ impl Inbox {
             return Offer::Closed;
         }
         let len = state.queue.as_ref().map_or(0, VecDeque::len);
-        if len + 1 > self.limits.messages || state.bytes + message.payload.len() > self.limits.bytes
-        {
+        // One message alone is always taken, whatever its size (the
+        // route's max_message_bytes bounds it): only a backlog overflows.
+        let too_many = len + 1 > self.limits.messages;
+        let too_big = len > 0 && state.bytes + message.payload.len() > self.limits.bytes;
+        if too_many || too_big {
             state.overflowed = true;
             self.overflow.store(true, Ordering::Release);
             // What waits is never written now: release it at once.
@@ -230,6 +233,16 @@ mod tests {
         assert_eq!(inbox.take(), Take::Message(msg(6)));
         assert_eq!(inbox.offer(msg(6)), Offer::Queued);
         assert_eq!(inbox.offer(msg(5)), Offer::Overflowed);
+    }
+
+    #[test]
+    fn one_message_larger_than_the_byte_limit_is_taken_when_nothing_waits() {
+        let inbox = Inbox::new(QueueLimits {
+            messages: 64,
+            bytes: 10,
+        });
+        assert_eq!(inbox.offer(msg(20)), Offer::Queued);
+        assert_eq!(inbox.offer(msg(1)), Offer::Overflowed);
     }
 
     #[test]
