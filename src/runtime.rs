@@ -27,4 +27,6 @@ pub struct Runtime {
     pub(crate) metrics: Option<Arc<Metrics>>,
     /// This instance's pushable connections.
     pub hub: Arc<Hub>,
+    /// Idle keep-alive connections to backends, for proxied HTTP.
+    pub(crate) http: Arc<crate::http_proxy::Pools>,
 }
