@@ -56,7 +56,7 @@ pub enum ClusterError {
     /// Redis answered with an error or the connection failed.
     #[error("Redis: {0}")]
     Redis(#[from] redis::RedisError),
-    /// Redis did not answer within [`OP_TIMEOUT`].
+    /// Redis did not answer within 2 s.
     #[error("Redis did not answer in time")]
     Timeout,
 }
