@@ -21,7 +21,10 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
 use crate::close::{CloseInfo, Counts};
+
+mod admission;
 use crate::snapshot::Snapshot;
+pub use admission::AdmissionMetrics;
 
 /// Labels of a relayed connection.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -92,6 +95,8 @@ pub struct Metrics {
     cluster_errors: Counter,
     cluster_lag: Histogram,
     http: HttpMetrics,
+    /// Admission control: refusals, the admit queue, rebalancing closes.
+    pub admission: AdmissionMetrics,
 }
 
 /// The proxied-HTTP request metrics.
@@ -156,6 +161,7 @@ impl Metrics {
             // 0.1 ms .. ~3 s: from a publish on one instance to its
             // arrival on another.
             cluster_lag: Histogram::new(exponential_buckets(0.0001, 2.0, 15)),
+            admission: AdmissionMetrics::default(),
             http: HttpMetrics {
                 requests: Family::default(),
                 in_flight: Family::default(),
@@ -229,6 +235,7 @@ impl Metrics {
             "Relayed connection lifetimes",
             m.connection_seconds.clone(),
         );
+        m.admission.register(&mut registry);
         registry.register(
             "wsgate_push_publishes",
             "Publish requests, by result (ok, rejected, cluster_unavailable)",
