@@ -76,6 +76,7 @@ pub async fn serve(stream: TcpStream, accepted: Accepted) {
         shared: accepted.shared,
         guard: std::sync::Mutex::new(Some(accepted.guard)),
     });
+    debug!(peer = %accepted.peer, listener = %accepted.listener, "connection opened");
     // Small frames must not wait for Nagle's algorithm on either side.
     let _ = stream.set_nodelay(true);
     let deadline = Instant::now() + snapshot.config.handshake_timeout;
@@ -353,6 +354,7 @@ async fn connect_backend(
             break;
         }
         let addr = lease.backend().addr();
+        debug!(peer = %accepted.peer, pool = %pool.name, backend = %addr, "backend chosen");
         let timeout = attempt.connect_timeout.min(left);
         let answer = upstream::upgrade(
             addr,
@@ -446,9 +448,9 @@ where
         h.meter,
     )
     .await;
-    // The backend's slot and the open-connection count are released here.
+    // The backend's slot is released here; the open-connection count only
+    // after the access line, so that shutdown's "stopped" comes after it.
     drop(h.lease);
-    drop(h.guard);
     let a = &h.access;
     info!(
         target: "wsgate::access",
@@ -469,6 +471,7 @@ where
         closed_by = end.close.initiator.as_str(),
         "closed"
     );
+    drop(h.guard);
 }
 
 /// hyper's read-ahead first, then anything the head reader had that hyper
@@ -537,7 +540,7 @@ impl Context {
 }
 
 /// A route as a label: its host pattern (`*` for any) and path prefix.
-fn route_label(route: &crate::config::Route) -> String {
+pub(crate) fn route_label(route: &crate::config::Route) -> String {
     let host = match &route.host {
         Some(HostPattern::Exact(name)) => name.clone(),
         Some(HostPattern::Suffix(suffix)) => format!("*{suffix}"),

@@ -1,0 +1,315 @@
+//! What an operator meets first: per-command help, `wsgate health`, a bad
+//! `RUST_LOG`, metrics at zero in both exposition formats (checked with
+//! promtool when it is installed; .ci/run installs it), admin 405s with
+//! `Allow`, the shutdown line after the last access line, and health-check
+//! lines only on transitions.
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+use futures_util::{SinkExt, StreamExt};
+use tokio_tungstenite::tungstenite::Message;
+
+const BIN: &str = env!("CARGO_BIN_EXE_wsgate");
+
+fn help(args: &[&str]) -> String {
+    let out = Command::new(BIN).args(args).output().unwrap();
+    assert!(out.status.success(), "{args:?}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn each_command_lists_only_its_own_flags() {
+    let check = help(&["check", "--help"]);
+    assert!(check.contains("--config"), "{check}");
+    for foreign in ["--workers", "--log-format", "--admin", "--bind"] {
+        assert!(
+            !check.contains(foreign),
+            "check --help lists {foreign}:\n{check}"
+        );
+    }
+    let health = help(&["health", "--help"]);
+    assert!(health.contains("--admin"), "{health}");
+    assert!(!health.contains("--workers"), "{health}");
+    let run = help(&["--help"]);
+    for flag in ["--config", "--workers", "--log-format"] {
+        assert!(run.contains(flag), "--help lacks {flag}:\n{run}");
+    }
+}
+
+#[test]
+fn long_help_names_the_signals_rust_log_and_the_docs() {
+    for args in [&["--help"][..], &["demo", "--help"][..]] {
+        let text = help(args);
+        for word in ["SIGHUP", "SIGTERM", "SIGINT", "RUST_LOG", "docs/"] {
+            assert!(text.contains(word), "{args:?} lacks {word}:\n{text}");
+        }
+    }
+}
+
+fn config_with_admin(backends: &[std::net::SocketAddr], extra: &str) -> String {
+    format!(
+        "[admin]\nbind = \"127.0.0.1:0\"\n\n{}",
+        simple_config(backends, extra)
+    )
+}
+
+async fn start_binary(dir: &TempDir, toml: &str) -> (Binary, std::net::SocketAddr) {
+    let path = dir.0.join("wsgate.toml");
+    std::fs::write(&path, toml).unwrap();
+    let mut bin = Binary::start(&["--config", path.to_str().unwrap()]);
+    let admin = bin.wait_addr(&["admin listening"], "addr").await;
+    (bin, admin)
+}
+
+fn health_probe(admin: &str) -> (bool, String) {
+    let out = Command::new(BIN)
+        .args(["health", "--admin", admin, "--timeout", "10s"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn health_exits_0_when_ready_and_1_when_nothing_answers() {
+    let backend = echo_backend().await;
+    let dir = TempDir::new("health");
+    let (_bin, admin) = start_binary(&dir, &config_with_admin(&[backend.addr], "")).await;
+    let (ok, err) = health_probe(&admin.to_string());
+    assert!(ok, "{err}");
+    // An admin listener bound to every interface is probed on loopback.
+    let unspecified = format!("0.0.0.0:{}", admin.port());
+    let (ok, err) = health_probe(&unspecified);
+    assert!(ok, "{err}");
+
+    let closed = closed_port().await;
+    let (ok, err) = health_probe(&closed.to_string());
+    assert!(!ok);
+    assert!(err.contains("cannot connect"), "{err}");
+}
+
+#[tokio::test]
+async fn an_invalid_rust_log_is_reported_and_the_default_level_used() {
+    let child = Command::new(BIN)
+        .args(["echo", "--bind", "127.0.0.1:0"])
+        .env("RUST_LOG", "debugg")
+        .env("NO_COLOR", "1")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = stderr_lines(child);
+    let complaint = lines
+        .recv_timeout(Duration::from_secs(30))
+        .expect("a first line");
+    assert!(
+        complaint.contains("RUST_LOG") && complaint.contains("debugg"),
+        "{complaint}"
+    );
+    // info is on: the echo backend's startup line is logged.
+    let next = lines
+        .recv_timeout(Duration::from_secs(30))
+        .expect("an info line");
+    assert!(
+        next.contains("INFO") && next.contains("echo backend listening"),
+        "{next}"
+    );
+}
+
+/// Kills `child` once its stderr is read to the line this returns; lines
+/// arrive on the channel.
+fn stderr_lines(mut child: std::process::Child) -> std::sync::mpsc::Receiver<String> {
+    use std::io::BufRead;
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut lines = std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok);
+        for _ in 0..2 {
+            match lines.next() {
+                Some(line) => {
+                    let _ = tx.send(line);
+                }
+                None => break,
+            }
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    });
+    rx
+}
+
+async fn scrape(admin: std::net::SocketAddr, accept: &str) -> RawAnswer {
+    let request = format!(
+        "GET /metrics HTTP/1.1\r\nhost: admin\r\naccept: {accept}\r\nconnection: close\r\n\r\n"
+    );
+    raw_request(admin, request.as_bytes()).await
+}
+
+#[tokio::test]
+async fn metrics_exist_at_zero_in_the_format_the_scraper_asks_for() {
+    let backend = echo_backend().await;
+    let proxy = start_proxy(&config_with_admin(&[backend.addr], "")).await;
+    let admin = proxy.shared.admin_addr.unwrap();
+    let b = backend.addr.to_string();
+
+    let text = scrape(admin, "text/plain").await;
+    assert_eq!(text.status, 200);
+    assert_eq!(
+        text.header("content-type"),
+        Some("text/plain; version=0.0.4; charset=utf-8")
+    );
+    let body = &text.body;
+    assert!(!body.contains("# EOF"), "{body}");
+    assert!(
+        body.contains("# TYPE wsgate_config_reloads_total counter"),
+        "{body}"
+    );
+    for series in [
+        "wsgate_config_reloads_total{result=\"failure\"} 0".to_string(),
+        "wsgate_config_reloads_total{result=\"success\"} 0".to_string(),
+        "wsgate_handshake_rejections_total{status=\"502\"} 0".to_string(),
+        "wsgate_handshake_rejections_total{status=\"404\"} 0".to_string(),
+        format!("wsgate_connections_total{{route=\"*/echo\",pool=\"p\",backend=\"{b}\"}} 0"),
+        format!(
+            "wsgate_messages_total{{direction=\"client_to_backend\",pool=\"p\",backend=\"{b}\"}} 0"
+        ),
+        format!(
+            "wsgate_closes_total{{code=\"1001\",initiator=\"proxy\",pool=\"p\",backend=\"{b}\"}} 0"
+        ),
+        format!("wsgate_backend_up{{pool=\"p\",backend=\"{b}\"}} 1"),
+    ] {
+        assert!(body.contains(&series), "no `{series}` in:\n{body}");
+    }
+    promtool_accepts(body);
+
+    let prometheus_accept = "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
+    let om = scrape(admin, prometheus_accept).await;
+    assert_eq!(om.status, 200);
+    assert_eq!(
+        om.header("content-type"),
+        Some("application/openmetrics-text; version=1.0.0; charset=utf-8")
+    );
+    assert!(om.body.trim_end().ends_with("# EOF"), "{}", om.body);
+    assert!(
+        om.body.contains("# TYPE wsgate_config_reloads counter"),
+        "{}",
+        om.body
+    );
+}
+
+/// `promtool check metrics` on `body`, when promtool is installed.
+fn promtool_accepts(body: &str) {
+    use std::io::Write;
+    let Ok(mut child) = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+    else {
+        eprintln!("promtool not installed: the lint of the exposition is skipped here");
+        return;
+    };
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(body.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check metrics:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test]
+async fn admin_405_names_the_allowed_method() {
+    let backend = echo_backend().await;
+    let proxy = start_proxy(&config_with_admin(&[backend.addr], "")).await;
+    let admin = proxy.shared.admin_addr.unwrap();
+    for (method, path, allow) in [
+        ("POST", "/metrics", "GET"),
+        ("DELETE", "/healthz", "GET"),
+        ("GET", "/reload", "POST"),
+    ] {
+        let request = format!(
+            "{method} {path} HTTP/1.1\r\nhost: admin\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+        );
+        let answer = raw_request(admin, request.as_bytes()).await;
+        assert_eq!(answer.status, 405, "{method} {path}");
+        assert_eq!(answer.header("allow"), Some(allow), "{method} {path}");
+    }
+}
+
+#[tokio::test]
+async fn stopped_is_logged_after_the_last_access_line() {
+    let backend = echo_backend().await;
+    let dir = TempDir::new("last-line");
+    let path = dir.0.join("wsgate.toml");
+    std::fs::write(&path, simple_config(&[backend.addr], "")).unwrap();
+    let mut bin = Binary::start(&["--config", path.to_str().unwrap()]);
+    let addr = bin.wait_addr(&["listening", "local="], "local").await;
+    let mut ws = ws_connect(addr, "/echo").await;
+    ws.send(Message::text("hi")).await.unwrap();
+    assert_eq!(
+        within(ws.next()).await.unwrap().unwrap(),
+        Message::text("hi")
+    );
+    bin.signal("TERM");
+    bin.wait_line(&["draining open connections"]).await;
+    // The client leaves during the drain: its access line is the last.
+    ws.close(None).await.unwrap();
+    while let Some(Ok(_)) = within(ws.next()).await {}
+    assert_eq!(bin.exit_code().await, Some(0));
+    bin.wait_line(&["stopped"]).await;
+    let lines = bin.lines();
+    let access = lines
+        .iter()
+        .position(|l| l.contains("wsgate::access") && l.contains("status=101"))
+        .unwrap_or_else(|| panic!("no access line:\n{}", lines.join("\n")));
+    let stopped = lines.iter().position(|l| l.ends_with(" stopped")).unwrap();
+    assert!(access < stopped, "{}", lines.join("\n"));
+}
+
+#[tokio::test]
+async fn health_checks_log_transitions_not_every_reload() {
+    let down = closed_port().await;
+    let dir = TempDir::new("transitions");
+    let path = dir.0.join("wsgate.toml");
+    let toml = config_with_admin(
+        &[down],
+        "health_check = { kind = \"tcp\", interval = \"100ms\", timeout = \"1s\" }",
+    );
+    std::fs::write(&path, &toml).unwrap();
+    let mut bin = Binary::start(&["--config", path.to_str().unwrap()]);
+    bin.wait_line(&["health check failed", "backend down"])
+        .await;
+    // A reload restarts the checks; the backend is still down, which is
+    // no news.
+    bin.signal("HUP");
+    bin.wait_line(&["configuration reloaded", "version=2"])
+        .await;
+    bin.signal("HUP");
+    bin.wait_line(&["configuration reloaded", "version=3"])
+        .await;
+    // Now it comes up: one line for that transition.
+    let _listener = std::net::TcpListener::bind(down).expect("the released port is free again");
+    bin.wait_line(&["health check passed", "backend up"]).await;
+    let lines = bin.lines();
+    let failed = lines
+        .iter()
+        .filter(|l| l.contains("health check failed"))
+        .count();
+    assert_eq!(failed, 1, "{}", lines.join("\n"));
+}
