@@ -79,6 +79,10 @@ enum Command {
     /// backend addresses: ws://127.0.0.1:8080/echo answers at once.
     #[command(after_long_help = AFTER_LONG_HELP)]
     Demo {
+        /// Run this file instead of the built-in example, still with echo
+        /// backends on its backend addresses (the container image's default).
+        #[arg(short, long, value_name = "FILE")]
+        config: Option<PathBuf>,
         #[command(flatten)]
         run: RunOptions,
     },
@@ -115,10 +119,14 @@ fn main() -> ExitCode {
     match cli.command {
         Some(Command::Check { config }) => check(&config),
         Some(Command::Health { admin, timeout }) => health(&admin, timeout),
-        Some(Command::Demo { run: opts }) => {
+        Some(Command::Demo { config, run: opts }) => {
             init_logging(opts.log_format);
-            match demo_config() {
-                Ok(config) => run(config, None, opts.workers, true),
+            let loaded = match &config {
+                Some(path) => config::load(path),
+                None => demo_config(),
+            };
+            match loaded {
+                Ok(loaded) => run(loaded, config, opts.workers, true),
                 Err(e) => fail(&e),
             }
         }

@@ -215,6 +215,11 @@ fn promtool_accepts(body: &str) {
         .stderr(Stdio::piped())
         .spawn()
     else {
+        // .ci/run installs it; a developer's machine may not have it.
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "promtool is missing in CI"
+        );
         eprintln!("promtool not installed: the lint of the exposition is skipped here");
         return;
     };
@@ -312,4 +317,162 @@ async fn health_checks_log_transitions_not_every_reload() {
         .filter(|l| l.contains("health check failed"))
         .count();
     assert_eq!(failed, 1, "{}", lines.join("\n"));
+}
+
+/// The repository file `path`.
+fn repo_file(path: &str) -> String {
+    let full = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(path);
+    std::fs::read_to_string(&full).unwrap_or_else(|e| panic!("{}: {e}", full.display()))
+}
+
+/// The Dockerfile with continuation lines joined.
+fn dockerfile_instructions() -> Vec<String> {
+    let text = repo_file("Dockerfile");
+    let mut out = Vec::new();
+    let mut current = String::new();
+    for line in text.lines() {
+        let line = line.trim();
+        if line.starts_with('#') || line.is_empty() {
+            continue;
+        }
+        match line.strip_suffix('\\') {
+            Some(head) => current.push_str(head),
+            None => {
+                current.push_str(line);
+                out.push(std::mem::take(&mut current));
+            }
+        }
+    }
+    out
+}
+
+/// The exec-form array after `CMD` in `instruction`.
+fn exec_form(instruction: &str) -> Vec<String> {
+    let at = instruction.find("CMD [").expect("an exec-form CMD") + 4;
+    serde_json::from_str(&instruction[at..]).expect("a JSON array")
+}
+
+#[test]
+fn the_build_context_holds_everything_the_dockerfile_copies() {
+    let ignore = repo_file(".dockerignore");
+    let kept: Vec<&str> = ignore
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix('!'))
+        .collect();
+    assert!(ignore.lines().any(|l| l.trim() == "*"), "{ignore}");
+    for copy in dockerfile_instructions()
+        .iter()
+        .filter(|i| i.starts_with("COPY ") && !i.contains("--from"))
+    {
+        let words: Vec<&str> = copy.split_whitespace().collect();
+        for source in &words[1..words.len() - 1] {
+            let source = source.trim_end_matches('/');
+            assert!(
+                kept.iter()
+                    .any(|k| source.starts_with(k.trim_end_matches('/'))),
+                "{source} is copied but left out of the build context"
+            );
+        }
+    }
+}
+
+/// The container configuration with its binds moved to loopback port 0.
+fn container_config_on_loopback() -> String {
+    repo_file("deploy/container/wsgate.toml")
+        .replace("0.0.0.0:8080", "127.0.0.1:0")
+        .replace("0.0.0.0:9900", "127.0.0.1:0")
+}
+
+#[tokio::test]
+async fn the_container_configuration_runs_and_passes_the_images_healthcheck() {
+    let instructions = dockerfile_instructions();
+    let cmd = exec_form(
+        instructions
+            .iter()
+            .rfind(|i| i.starts_with("CMD "))
+            .expect("a CMD"),
+    );
+    let copied = instructions
+        .iter()
+        .find(|i| i.starts_with("COPY deploy/container/wsgate.toml "))
+        .expect("the container configuration is copied");
+    let in_image = copied.split_whitespace().last().unwrap();
+    assert_eq!(cmd, ["demo", "--config", in_image]);
+    let check = Command::new(BIN)
+        .args(["check", "--config"])
+        .arg(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/container/wsgate.toml"))
+        .output()
+        .unwrap();
+    assert!(check.status.success(), "{check:?}");
+
+    // Started as `--config` rather than `demo`: the demo's echo backends
+    // would take fixed ports here.
+    let dir = TempDir::new("container");
+    let (_bin, admin) = start_binary(&dir, &container_config_on_loopback()).await;
+    let healthcheck = instructions
+        .iter()
+        .find(|i| i.starts_with("HEALTHCHECK "))
+        .expect("a HEALTHCHECK");
+    let probe = exec_form(healthcheck);
+    assert_eq!(probe[0], "/usr/local/bin/wsgate");
+    let args: Vec<String> = probe[1..]
+        .iter()
+        .map(|a| a.replace("127.0.0.1:9900", &admin.to_string()))
+        .collect();
+    let out = Command::new(BIN).args(&args).output().unwrap();
+    assert!(out.status.success(), "{args:?}: {out:?}");
+}
+
+/// The value after `key: ` on the first line of `yaml` that has it.
+fn yaml_number(yaml: &str, key: &str) -> u64 {
+    yaml.lines()
+        .find_map(|l| l.trim().strip_prefix(&format!("{key}: ")))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {key}"))
+}
+
+/// The configuration embedded in deploy/kubernetes/configmap.yaml.
+fn configmap_toml() -> String {
+    let yaml = repo_file("deploy/kubernetes/configmap.yaml");
+    let start = yaml.find("wsgate.toml: |\n").expect("wsgate.toml key") + 15;
+    yaml[start..]
+        .lines()
+        .take_while(|l| l.is_empty() || l.starts_with("    "))
+        .map(|l| l.get(4..).unwrap_or(""))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn the_kubernetes_configuration_is_valid_and_its_grace_period_covers_the_drain() {
+    let toml = configmap_toml();
+    let dir = TempDir::new("configmap");
+    std::fs::create_dir_all(dir.0.join("tls")).unwrap();
+    let ca = TestCa::new();
+    let issued = ca.issue("server", &["wsgate.example"]);
+    std::fs::copy(&issued.cert, dir.0.join("tls/tls.crt")).unwrap();
+    std::fs::copy(&issued.key, dir.0.join("tls/tls.key")).unwrap();
+    let config = wsgate::config::parse(&toml, &dir.0, "configmap.yaml")
+        .unwrap_or_else(|e| panic!("{e}\n{toml}"));
+
+    let deployment = repo_file("deploy/kubernetes/deployment.yaml");
+    let grace = yaml_number(&deployment, "terminationGracePeriodSeconds");
+    let pause: u64 = deployment
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("command: [\"sleep\", \""))
+        .and_then(|v| v.trim_end_matches("\"]").parse().ok())
+        .expect("a preStop sleep");
+    // The close handshake's linger after the drain: 5 s (contract).
+    let needed = pause + config.drain_timeout.as_secs() + 5;
+    assert!(
+        grace >= needed,
+        "terminationGracePeriodSeconds {grace} < preStop {pause} + drain_timeout + 5"
+    );
+    for port in ["8080", "8443", "9900"] {
+        assert!(toml.contains(&format!("0.0.0.0:{port}")), "{port}");
+        assert!(
+            deployment.contains(&format!("containerPort: {port}")),
+            "{port}"
+        );
+    }
 }
