@@ -1,9 +1,9 @@
 # syntax=docker/dockerfile:1
 # wsgate's container image: see docs/operations.md, "Docker".
 # Build:  docker build -t wsgate .
-# Run:    docker run --rm -p 8080:8080 -p 9900:9900 wsgate
-#         (the demo: ws://localhost:8080/echo answers; mount a configuration
-#         and pass `--config /etc/wsgate/wsgate.toml` for real backends)
+# Demo:   docker run --rm -p 8080:8080 wsgate   (ws://localhost:8080/echo)
+# Real:   docker run --rm --stop-timeout 40 -p 8080:8080 \
+#           -v "$PWD/wsgate:/etc/wsgate:ro" wsgate --config /etc/wsgate/wsgate.toml
 
 # Build stage: the full Rust toolchain, only to compile.
 FROM rust:1.95-bookworm AS build
@@ -32,18 +32,20 @@ RUN touch src/main.rs src/lib.rs \
 FROM debian:bookworm-slim
 RUN useradd --system --uid 10001 --user-group --no-create-home \
         --shell /usr/sbin/nologin wsgate \
-    && mkdir -p /etc/wsgate
+    && mkdir -p /etc/wsgate /usr/share/wsgate
 COPY --from=build /src/target/release/wsgate /usr/local/bin/wsgate
-COPY deploy/container/wsgate.toml /etc/wsgate/wsgate.toml
+COPY deploy/container/demo.toml /usr/share/wsgate/demo.toml
 USER 10001:10001
-# ws:// listener and admin endpoints of deploy/container/wsgate.toml.
+# ws:// listener and admin endpoints, as in deploy/container/demo.toml and
+# as a mounted configuration is expected to use them.
 EXPOSE 8080 9900
-# Readiness from the admin listener: 0 once listeners are bound and a
+# Readiness from the admin listener (a mounted configuration keeps it on
+# port 9900, on 0.0.0.0 or 127.0.0.1): 0 once listeners are bound and a
 # configuration is loaded, 1 while starting or shutting down.
 HEALTHCHECK --interval=10s --timeout=5s --start-period=5s --retries=3 \
     CMD ["/usr/local/bin/wsgate", "health", "--admin", "127.0.0.1:9900", "--timeout", "4s"]
-# SIGTERM drains for up to drain_timeout (30 s here): give `docker stop`
-# --stop-timeout 40.
+# SIGTERM drains for up to drain_timeout (30 s by default), then 5 s of
+# close grace: give `docker stop` --stop-timeout 40.
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["/usr/local/bin/wsgate"]
-CMD ["demo", "--config", "/etc/wsgate/wsgate.toml"]
+CMD ["demo", "--config", "/usr/share/wsgate/demo.toml"]

@@ -32,7 +32,7 @@ use crate::snapshot::Snapshot;
 /// Statuses the proxy answers a refused upgrade with (contract, "Behaviour
 /// on the wire"); a backend's own refusal passed through is counted under
 /// its status when it happens.
-const PROXY_STATUSES: [u16; 8] = [400, 403, 404, 405, 426, 431, 502, 503];
+const PROXY_STATUSES: [u16; 9] = [400, 403, 404, 405, 408, 426, 431, 502, 503];
 
 /// Close codes the proxy sends itself (contract, "Behaviour on the wire").
 const PROXY_CLOSE_CODES: [CloseCode; 4] = [

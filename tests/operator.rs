@@ -378,7 +378,7 @@ fn the_build_context_holds_everything_the_dockerfile_copies() {
 
 /// The container configuration with its binds moved to loopback port 0.
 fn container_config_on_loopback() -> String {
-    repo_file("deploy/container/wsgate.toml")
+    repo_file("deploy/container/demo.toml")
         .replace("0.0.0.0:8080", "127.0.0.1:0")
         .replace("0.0.0.0:9900", "127.0.0.1:0")
 }
@@ -394,13 +394,13 @@ async fn the_container_configuration_runs_and_passes_the_images_healthcheck() {
     );
     let copied = instructions
         .iter()
-        .find(|i| i.starts_with("COPY deploy/container/wsgate.toml "))
+        .find(|i| i.starts_with("COPY deploy/container/demo.toml "))
         .expect("the container configuration is copied");
     let in_image = copied.split_whitespace().last().unwrap();
     assert_eq!(cmd, ["demo", "--config", in_image]);
     let check = Command::new(BIN)
         .args(["check", "--config"])
-        .arg(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/container/wsgate.toml"))
+        .arg(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/container/demo.toml"))
         .output()
         .unwrap();
     assert!(check.status.success(), "{check:?}");
@@ -462,11 +462,12 @@ fn the_kubernetes_configuration_is_valid_and_its_grace_period_covers_the_drain()
         .find_map(|l| l.trim().strip_prefix("command: [\"sleep\", \""))
         .and_then(|v| v.trim_end_matches("\"]").parse().ok())
         .expect("a preStop sleep");
-    // The close handshake's linger after the drain: 5 s (contract).
-    let needed = pause + config.drain_timeout.as_secs() + 5;
+    // After the drain: 5 s of close grace and 1 s to exit
+    // (docs/operations.md, "Graceful shutdown").
+    let needed = pause + config.drain_timeout.as_secs() + 6;
     assert!(
         grace >= needed,
-        "terminationGracePeriodSeconds {grace} < preStop {pause} + drain_timeout + 5"
+        "terminationGracePeriodSeconds {grace} < preStop {pause} + drain_timeout + 6"
     );
     for port in ["8080", "8443", "9900"] {
         assert!(toml.contains(&format!("0.0.0.0:{port}")), "{port}");
@@ -475,4 +476,16 @@ fn the_kubernetes_configuration_is_valid_and_its_grace_period_covers_the_drain()
             "{port}"
         );
     }
+}
+
+#[test]
+fn keepalive_pings_are_on_by_default() {
+    let toml = simple_config(&["127.0.0.1:9".parse().unwrap()], "");
+    let config = wsgate::config::parse(&toml, std::path::Path::new("."), "test.toml").unwrap();
+    assert_eq!(
+        config.routes[0].limits.ping_interval,
+        Duration::from_secs(30)
+    );
+    // Below the default idle_timeout, so an idle client is pinged first.
+    assert!(config.routes[0].limits.ping_interval < config.routes[0].limits.idle_timeout);
 }
