@@ -1,5 +1,5 @@
-//! Metrics in the Prometheus text format, named as the contract's "Admin
-//! listener" section lists them.
+//! Metrics in the Prometheus (or, when asked, OpenMetrics) text format,
+//! named as the contract's "Admin listener" section lists them.
 //!
 //! Every series whose label values are known in advance exists at 0 from
 //! the start (reload results, the statuses and close codes the proxy itself
@@ -62,9 +62,11 @@ impl Exposition {
             a.split(',').any(|range| {
                 let mut params = range.split(';').map(str::trim);
                 let media = params.next().unwrap_or("");
+                // `q=0` means "not acceptable" (RFC 9110 section 12.4.2).
                 let refused = params.any(|p| {
-                    p.replace(' ', "").starts_with("q=0")
-                        && !p.contains(|c: char| ('1'..='9').contains(&c))
+                    p.strip_prefix("q=")
+                        .and_then(|q| q.trim().parse::<f32>().ok())
+                        .is_some_and(|q| q == 0.0)
                 });
                 media.eq_ignore_ascii_case("application/openmetrics-text") && !refused
             })
@@ -271,8 +273,8 @@ impl Metrics {
     ) -> String {
         self.backend_up.clear();
         self.backend_active.clear();
-        let now = std::time::Instant::now();
         for (pool, balancer) in snapshot.config.pools.iter().zip(&snapshot.balancers) {
+            let now = std::time::Instant::now();
             let states = (0..balancer.len()).filter_map(|i| balancer.backend(i).cloned());
             for state in states.chain(registry.draining(&pool.name)) {
                 let labels = BackendLabels {

@@ -95,16 +95,58 @@ async fn health_exits_0_when_ready_and_1_when_nothing_answers() {
     assert!(err.contains("cannot connect"), "{err}");
 }
 
-#[tokio::test]
-async fn an_invalid_rust_log_is_reported_and_the_default_level_used() {
-    let child = Command::new(BIN)
-        .args(["echo", "--bind", "127.0.0.1:0"])
-        .env("RUST_LOG", "debugg")
+/// `wsgate ARGS` with `RUST_LOG=rust_log`; its stderr lines on a channel.
+/// The child is killed when the returned guard drops.
+fn spawn_logging(args: &[&str], rust_log: &str) -> (KillOnDrop, std::sync::mpsc::Receiver<String>) {
+    use std::io::BufRead;
+    let mut child = Command::new(BIN)
+        .args(args)
+        .env("RUST_LOG", rust_log)
         .env("NO_COLOR", "1")
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let lines = stderr_lines(child);
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    (KillOnDrop(child), rx)
+}
+
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The next line (within a generous bound) that contains every one of
+/// `parts`; the lines passed over are returned too, for the message.
+fn next_line_with(lines: &std::sync::mpsc::Receiver<String>, parts: &[&str]) -> String {
+    let mut seen = Vec::new();
+    for _ in 0..1000 {
+        match lines.recv_timeout(Duration::from_secs(30)) {
+            Ok(line) if parts.iter().all(|p| line.contains(p)) => return line,
+            Ok(line) => seen.push(line),
+            Err(_) => break,
+        }
+    }
+    panic!("no line with {parts:?}; seen:\n{}", seen.join("\n"));
+}
+
+#[test]
+fn an_invalid_rust_log_is_reported_and_the_default_level_used() {
+    let (_child, lines) = spawn_logging(&["echo", "--bind", "127.0.0.1:0"], "debugg");
     let complaint = lines
         .recv_timeout(Duration::from_secs(30))
         .expect("a first line");
@@ -113,37 +155,36 @@ async fn an_invalid_rust_log_is_reported_and_the_default_level_used() {
         "{complaint}"
     );
     // info is on: the echo backend's startup line is logged.
-    let next = lines
-        .recv_timeout(Duration::from_secs(30))
-        .expect("an info line");
-    assert!(
-        next.contains("INFO") && next.contains("echo backend listening"),
-        "{next}"
-    );
+    let next = next_line_with(&lines, &["echo backend listening"]);
+    assert!(next.contains("INFO"), "{next}");
 }
 
-/// Kills `child` once its stderr is read to the line this returns; lines
-/// arrive on the channel.
-fn stderr_lines(mut child: std::process::Child) -> std::sync::mpsc::Receiver<String> {
-    use std::io::BufRead;
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut lines = std::io::BufReader::new(stderr)
-            .lines()
-            .map_while(Result::ok);
-        for _ in 0..2 {
-            match lines.next() {
-                Some(line) => {
-                    let _ = tx.send(line);
-                }
-                None => break,
-            }
-        }
-        let _ = child.kill();
-        let _ = child.wait();
-    });
-    rx
+#[tokio::test]
+async fn debug_logs_each_connection_and_the_backend_chosen_for_it() {
+    let backend = echo_backend().await;
+    let dir = TempDir::new("debug-lines");
+    let path = dir.0.join("wsgate.toml");
+    std::fs::write(&path, simple_config(&[backend.addr], "")).unwrap();
+    let (_child, lines) = spawn_logging(&["--config", path.to_str().unwrap()], "info,wsgate=debug");
+    let listening = next_line_with(&lines, &["listening", "local="]);
+    let addr: std::net::SocketAddr = listening
+        .split("local=")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("{listening}"));
+    let _ws = ws_connect(addr, "/echo").await;
+    let opened = next_line_with(&lines, &["connection opened"]);
+    assert!(
+        opened.contains("peer=127.0.0.1:") && opened.contains("listener=main"),
+        "{opened}"
+    );
+    let chosen = next_line_with(&lines, &["backend chosen"]);
+    assert!(
+        chosen.contains(&format!("backend={}", backend.addr)),
+        "{chosen}"
+    );
+    assert!(chosen.contains("pool=p"), "{chosen}");
 }
 
 async fn scrape(admin: std::net::SocketAddr, accept: &str) -> RawAnswer {
