@@ -58,7 +58,7 @@ async fn run(pool: String, state: Arc<BackendState>, check: HealthCheck) {
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // The live state outlives reloads, which restart this task: log only
     // changes from what it already says, not every restart's first check.
-    let mut was_up = Some(state.is_up(std::time::Instant::now()));
+    let mut was_up = Some(state.is_up(tokio::time::Instant::now()));
     loop {
         ticker.tick().await;
         let result = probe(state.addr(), &check.kind, check.timeout).await;

@@ -25,8 +25,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
-use crate::close::{CloseCode, CloseInfo, Initiator};
-use crate::relay::Counts;
+use crate::close::{CloseCode, CloseInfo, Counts, Initiator};
 use crate::snapshot::Snapshot;
 
 /// Statuses the proxy answers a refused upgrade with (contract, "Behaviour
@@ -34,12 +33,17 @@ use crate::snapshot::Snapshot;
 /// its status when it happens.
 const PROXY_STATUSES: [u16; 9] = [400, 403, 404, 405, 408, 426, 431, 502, 503];
 
-/// Close codes the proxy sends itself (contract, "Behaviour on the wire").
-const PROXY_CLOSE_CODES: [CloseCode; 4] = [
-    CloseCode::GOING_AWAY,
-    CloseCode::PROTOCOL_ERROR,
-    CloseCode::MESSAGE_TOO_BIG,
-    CloseCode::BAD_GATEWAY,
+/// The closes the proxy sends itself (contract, "Behaviour on the wire"),
+/// with the initiator each is counted under: the proxy for its timeouts and
+/// drains, the offender for a broken rule, the side that vanished.
+const PROXY_CLOSES: [(CloseCode, Initiator); 7] = [
+    (CloseCode::GOING_AWAY, Initiator::Proxy),
+    (CloseCode::GOING_AWAY, Initiator::Client),
+    (CloseCode::PROTOCOL_ERROR, Initiator::Client),
+    (CloseCode::PROTOCOL_ERROR, Initiator::Backend),
+    (CloseCode::MESSAGE_TOO_BIG, Initiator::Client),
+    (CloseCode::MESSAGE_TOO_BIG, Initiator::Backend),
+    (CloseCode::BAD_GATEWAY, Initiator::Backend),
 ];
 
 const DIRECTIONS: [&str; 2] = ["client_to_backend", "backend_to_client"];
@@ -107,7 +111,7 @@ struct TrafficLabels {
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct CloseLabels {
-    code: u16,
+    code: &'static str,
     initiator: &'static str,
     pool: String,
     backend: String,
@@ -274,7 +278,7 @@ impl Metrics {
         self.backend_up.clear();
         self.backend_active.clear();
         for (pool, balancer) in snapshot.config.pools.iter().zip(&snapshot.balancers) {
-            let now = std::time::Instant::now();
+            let now = tokio::time::Instant::now();
             let states = (0..balancer.len()).filter_map(|i| balancer.backend(i).cloned());
             for state in states.chain(registry.draining(&pool.name)) {
                 let labels = BackendLabels {
@@ -330,11 +334,11 @@ impl Metrics {
                     self.messages.get_or_create(&labels).inc_by(0);
                     self.bytes.get_or_create(&labels).inc_by(0);
                 }
-                for code in PROXY_CLOSE_CODES {
+                for (code, initiator) in PROXY_CLOSES {
                     self.closes
                         .get_or_create(&CloseLabels {
-                            code: code.0,
-                            initiator: Initiator::Proxy.as_str(),
+                            code: code.label(),
+                            initiator: initiator.as_str(),
                             pool: pool.name.clone(),
                             backend: backend.clone(),
                         })
@@ -431,7 +435,7 @@ impl Meter {
         m.connection_seconds.observe(lifetime.as_secs_f64());
         m.connections_active.get_or_create(&self.labels).dec();
         let labels = CloseLabels {
-            code: close.code.0,
+            code: close.code.label(),
             initiator: close.initiator.as_str(),
             pool: self.labels.pool.clone(),
             backend: self.labels.backend.clone(),
