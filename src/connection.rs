@@ -19,7 +19,7 @@ use tokio::time::{timeout_at, Instant};
 use tracing::{debug, info, warn};
 
 use crate::close::{CloseCode, CloseInfo, Initiator};
-use crate::config::{HostPattern, StickySource};
+use crate::config::StickySource;
 use crate::handshake::{self, FirstByte, ReadHeadError, Reject, Rewind};
 use crate::metrics::{ConnectionLabels, Meter};
 use crate::runtime::Runtime;
@@ -289,7 +289,7 @@ where
             );
         }
     }
-    let route_name = route_label(route);
+    let route_name = crate::metrics::route_label(route);
     let access = AccessInfo {
         listener: accepted.listener.clone(),
         host: host.unwrap_or("-").to_string(),
@@ -569,14 +569,4 @@ impl Context {
         }
         info!(peer = %self.peer, listener = %self.listener, reason, "TLS handshake failed");
     }
-}
-
-/// A route as a label: its host pattern (`*` for any) and path prefix.
-pub(crate) fn route_label(route: &crate::config::Route) -> String {
-    let host = match &route.host {
-        Some(HostPattern::Exact(name)) => name.clone(),
-        Some(HostPattern::Suffix(suffix)) => format!("*{suffix}"),
-        None => "*".to_string(),
-    };
-    format!("{host}{}", route.path_prefix)
 }

@@ -26,6 +26,7 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
 use crate::close::{CloseCode, CloseInfo, Counts, Initiator};
+use crate::config::HostPattern;
 use crate::snapshot::Snapshot;
 
 /// Statuses the proxy answers a refused upgrade with (contract, "Behaviour
@@ -314,7 +315,7 @@ impl Metrics {
             };
             for backend in &pool.backends {
                 let labels = ConnectionLabels {
-                    route: crate::connection::route_label(route),
+                    route: route_label(route),
                     pool: pool.name.clone(),
                     backend: backend.addr.to_string(),
                 };
@@ -442,6 +443,17 @@ impl Meter {
         };
         m.closes.get_or_create(&labels).inc();
     }
+}
+
+/// A route as a label (and in the access log): its host pattern (`*` for
+/// any host) and path prefix, e.g. `*/echo` or `*.example.com/chat`.
+pub fn route_label(route: &crate::config::Route) -> String {
+    let host = match &route.host {
+        Some(HostPattern::Exact(name)) => name.clone(),
+        Some(HostPattern::Suffix(suffix)) => format!("*{suffix}"),
+        None => "*".to_string(),
+    };
+    format!("{host}{}", route.path_prefix)
 }
 
 /// prometheus-client writes OpenMetrics; the Prometheus text format differs
