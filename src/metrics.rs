@@ -27,7 +27,10 @@ use prometheus_client::registry::Registry;
 
 use crate::close::{CloseCode, CloseInfo, Counts, Initiator};
 use crate::config::HostPattern;
+
+mod admission;
 use crate::snapshot::Snapshot;
+pub use admission::AdmissionMetrics;
 
 /// Statuses the proxy answers a refused upgrade with (contract, "Behaviour
 /// on the wire"); a backend's own refusal passed through is counted under
@@ -156,6 +159,8 @@ pub struct Metrics {
     handshake_seconds: Histogram,
     connection_seconds: Histogram,
     http: HttpMetrics,
+    /// Admission control: refusals, the admit queue, rebalancing closes.
+    pub admission: AdmissionMetrics,
 }
 
 /// The proxied-HTTP request metrics.
@@ -213,6 +218,7 @@ impl Metrics {
             handshake_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
             // 1 s .. 4^10 s (about 12 days): WebSocket connections live for hours.
             connection_seconds: Histogram::new(exponential_buckets(1.0, 4.0, 11)),
+            admission: AdmissionMetrics::default(),
             http: HttpMetrics {
                 requests: Family::default(),
                 in_flight: Family::default(),
@@ -286,6 +292,7 @@ impl Metrics {
             "Relayed connection lifetimes",
             m.connection_seconds.clone(),
         );
+        m.admission.register(&mut registry);
         registry.register(
             "wsgate_http_requests",
             "Proxied HTTP requests answered, by pool and status code",
