@@ -19,6 +19,7 @@ use tokio::net::TcpListener;
 use tracing::{debug, info};
 
 use crate::config::{Balance, HostPattern};
+use crate::metrics::Exposition;
 use crate::server::{out_of_descriptors, AcceptBackoff, Server, Shared};
 
 /// Serves the admin listener `server` bound, if its configuration has one,
@@ -90,12 +91,18 @@ async fn answer(req: Request<Incoming>, shared: &Arc<Shared>) -> Response<Full<B
             }
         }
         (&Method::GET, "/metrics") => match &shared.metrics {
-            Some(metrics) => Response::builder()
-                .header("content-type", "text/plain; version=0.0.4; charset=utf-8")
-                .body(Full::new(Bytes::from(
-                    metrics.render(&shared.current.load(), &shared.registry),
-                )))
-                .expect("static headers are valid"),
+            Some(metrics) => {
+                let accept = req.headers().get(http::header::ACCEPT);
+                let format = Exposition::from_accept(accept.and_then(|v| v.to_str().ok()));
+                Response::builder()
+                    .header("content-type", format.content_type())
+                    .body(Full::new(Bytes::from(metrics.render(
+                        &shared.current.load(),
+                        &shared.registry,
+                        format,
+                    ))))
+                    .expect("static headers are valid")
+            }
             None => text(StatusCode::NOT_FOUND, "metrics are off\n"),
         },
         (&Method::GET, "/status") => json_response(StatusCode::OK, status(shared)),
@@ -103,9 +110,8 @@ async fn answer(req: Request<Incoming>, shared: &Arc<Shared>) -> Response<Full<B
             Ok(version) => json_response(StatusCode::OK, json!({ "version": version })),
             Err(e) => json_response(StatusCode::BAD_REQUEST, json!({ "errors": e.messages() })),
         },
-        (_, "/healthz" | "/readyz" | "/metrics" | "/status" | "/reload") => {
-            text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n")
-        }
+        (_, "/reload") => not_allowed("POST"),
+        (_, "/healthz" | "/readyz" | "/metrics" | "/status") => not_allowed("GET"),
         _ => text(
             StatusCode::NOT_FOUND,
             "not found: try /healthz, /readyz, /metrics, /status or POST /reload\n",
@@ -192,6 +198,15 @@ fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
         .header("content-type", "text/plain; charset=utf-8")
         .body(Full::new(Bytes::from_static(body.as_bytes())))
         .expect("static headers are valid")
+}
+
+/// 405 with the `Allow` header RFC 9110 section 15.5.6 requires.
+fn not_allowed(allow: &'static str) -> Response<Full<Bytes>> {
+    let mut response = text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
+    response
+        .headers_mut()
+        .insert(http::header::ALLOW, http::HeaderValue::from_static(allow));
+    response
 }
 
 fn json_response(status: StatusCode, value: serde_json::Value) -> Response<Full<Bytes>> {

@@ -21,7 +21,7 @@ use tracing::{debug, info, warn};
 
 use crate::admission::{Gate, Ticket};
 use crate::close::{CloseCode, CloseInfo, Initiator};
-use crate::config::{Admit, HostPattern, HttpMode, StickySource};
+use crate::config::{Admit, HttpMode, StickySource};
 use crate::handshake::{self, FirstByte, ReadHeadError, Reject, Rewind};
 use crate::http_proxy::framing::{Scanned, Verdict};
 use crate::metrics::{ConnectionLabels, Meter};
@@ -105,6 +105,7 @@ pub async fn serve(stream: TcpStream, accepted: Accepted) {
         framing: Arc::default(),
         requests: Default::default(),
     });
+    debug!(peer = %accepted.peer, listener = %accepted.listener, "connection opened");
     let mut stream = stream;
     let ticket = match entered {
         Ok(ticket) => ticket,
@@ -424,7 +425,7 @@ where
             );
         }
     }
-    let route_name = route_label(route);
+    let route_name = crate::metrics::route_label(route);
     let access = AccessInfo {
         listener: accepted.listener.clone(),
         host: host.unwrap_or("-").to_string(),
@@ -512,6 +513,7 @@ async fn connect_backend(
             break;
         }
         let addr = lease.backend().addr();
+        debug!(peer = %accepted.peer, pool = %pool.name, backend = %addr, "backend chosen");
         let timeout = attempt.connect_timeout.min(left);
         let answer = upstream::answer(
             addr,
@@ -646,9 +648,9 @@ where
     drop(enlisted);
     let connection_id = member.id().to_string();
     drop(member);
-    // The backend's slot and the open-connection count are released here.
+    // The backend's slot is released here; the open-connection count only
+    // after the access line, so that shutdown's "stopped" comes after it.
     drop(h.lease);
-    drop(h.guard);
     drop(h.ticket);
     let a = &h.access;
     info!(
@@ -671,6 +673,7 @@ where
         closed_by = end.close.initiator.as_str(),
         "closed"
     );
+    drop(h.guard);
 }
 
 /// hyper's read-ahead first, then anything the head reader had that hyper
@@ -736,14 +739,4 @@ impl Context {
         }
         info!(peer = %self.peer, listener = %self.listener, reason, "TLS handshake failed");
     }
-}
-
-/// A route as a label: its host pattern (`*` for any) and path prefix.
-fn route_label(route: &crate::config::Route) -> String {
-    let host = match &route.host {
-        Some(HostPattern::Exact(name)) => name.clone(),
-        Some(HostPattern::Suffix(suffix)) => format!("*{suffix}"),
-        None => "*".to_string(),
-    };
-    format!("{host}{}", route.path_prefix)
 }

@@ -84,7 +84,9 @@ impl Drop for HealthChecks {
 async fn run(pool: String, state: Arc<BackendState>, check: HealthCheck) {
     let mut ticker = tokio::time::interval(check.interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut was_up: Option<bool> = None;
+    // The live state outlives reloads, which restart this task: log only
+    // changes from what it already says, not every restart's first check.
+    let mut was_up = Some(state.is_up(tokio::time::Instant::now()));
     loop {
         ticker.tick().await;
         let result = probe(state.addr(), &check.kind, check.timeout).await;

@@ -287,7 +287,7 @@ impl Default for Limits {
             max_frame_bytes: 1024 * 1024,
             idle_timeout: Duration::from_secs(60),
             connect_timeout: Duration::from_secs(3),
-            ping_interval: Duration::ZERO,
+            ping_interval: Duration::from_secs(30),
             ping_timeout: Duration::from_secs(10),
             max_lifetime: Duration::ZERO,
             max_messages_per_second: None,
