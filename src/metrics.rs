@@ -347,6 +347,11 @@ impl Metrics {
             "From request head received to response head sent, proxied HTTP",
             m.http.duration.clone(),
         );
+        registry.register(
+            "wsgate_log_lines_dropped",
+            "Log lines dropped because the log writer fell behind",
+            m.log_lines_dropped.clone(),
+        );
         for result in ["success", "failure"] {
             m.reloads.get_or_create(&ResultLabels { result }).inc_by(0);
         }
