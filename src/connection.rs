@@ -19,15 +19,17 @@ use tokio::net::TcpStream;
 use tokio::time::{timeout_at, Instant};
 use tracing::{debug, info, warn};
 
+use crate::auth::{Admitted, Denial};
 use crate::close::{CloseCode, CloseInfo, Initiator};
-use crate::config::{HostPattern, StickySource};
+use crate::config::{Auth, Cidr, HostPattern, StickySource};
 use crate::handshake::{self, FirstByte, ReadHeadError, Reject, Rewind};
 use crate::metrics::{ConnectionLabels, Meter};
+use crate::proxy_protocol::{self, Header, ReadError};
 use crate::server::Shared;
 use crate::shutdown::{self, Guard};
 use crate::snapshot::{ListenerKey, Snapshot};
 use crate::upstream::{self, Offer};
-use crate::{affinity, balance, relay, tls};
+use crate::{affinity, auth, balance, client_addr, relay, tls};
 
 /// What a connection knows about where it was accepted.
 pub struct Accepted {
@@ -46,8 +48,14 @@ pub struct Accepted {
 
 /// What the handshake needs of [`Accepted`], shared with hyper's service.
 struct Context {
+    /// The TCP peer, or the client a PROXY protocol header named.
     peer: SocketAddr,
+    /// Where that client connected: the PROXY header's destination, or
+    /// this socket's local address.
+    destination: SocketAddr,
     listener: Arc<str>,
+    /// Index of the listener in the snapshot's configuration.
+    listener_index: usize,
     snapshot: Arc<Snapshot>,
     shared: Arc<Shared>,
     guard: std::sync::Mutex<Option<Guard>>,
@@ -60,6 +68,8 @@ struct AccessInfo {
     path: String,
     route: String,
     subprotocol: String,
+    /// The authenticated subject, when the route checks who connects.
+    user: Option<String>,
 }
 
 /// Serves one accepted TCP connection to its end.
@@ -69,16 +79,55 @@ pub async fn serve(stream: TcpStream, accepted: Accepted) {
         // A reload removed the listener between accept and now.
         return;
     };
+    let mut stream = stream;
+    let deadline = Instant::now() + snapshot.config.handshake_timeout;
+    let mut peer = accepted.peer;
+    let mut destination = stream.local_addr().unwrap_or(peer);
+    if let Some(versions) = listener.proxy_protocol {
+        let failed = |reason: &'static str, detail: &dyn std::fmt::Display| {
+            if let Some(m) = &accepted.shared.metrics {
+                m.proxy_protocol_error(&listener.name, reason);
+            }
+            info!(peer = %peer, listener = %listener.name, reason = %detail, "connection closed: PROXY protocol");
+        };
+        let from = &listener.proxy_protocol_from;
+        if !from.is_empty() && !Cidr::any_contains(from, peer.ip()) {
+            failed("untrusted", &"peer not in proxy_protocol_from");
+            return;
+        }
+        // No answer on failure: whatever sent this is no HTTP client, and
+        // the balancer in front must not mistake an answer for the backend's.
+        match timeout_at(deadline, proxy_protocol::read(&mut stream, versions)).await {
+            Ok(Ok(Header::Proxy {
+                source,
+                destination: to,
+            })) => (peer, destination) = (source, to),
+            Ok(Ok(Header::Local)) => {}
+            Ok(Err(ReadError::Header(e))) => return failed(e.reason(), &e),
+            Ok(Err(ReadError::Closed(true))) => {
+                debug!(peer = %peer, "closed before sending anything");
+                return;
+            }
+            Ok(Err(e)) => return failed("malformed", &e),
+            Err(_) => {
+                return failed(
+                    "timeout",
+                    &"no PROXY protocol header in time (handshake_timeout)",
+                )
+            }
+        }
+    }
     let accepted = Arc::new(Context {
-        peer: accepted.peer,
+        peer,
+        destination,
         listener: Arc::from(listener.name.as_str()),
+        listener_index: index,
         snapshot: accepted.snapshot,
         shared: accepted.shared,
         guard: std::sync::Mutex::new(Some(accepted.guard)),
     });
     // Small frames must not wait for Nagle's algorithm on either side.
     let _ = stream.set_nodelay(true);
-    let deadline = Instant::now() + snapshot.config.handshake_timeout;
     let limit = listener.max_header_bytes;
     match &snapshot.tls[index] {
         None => {
@@ -93,7 +142,6 @@ pub async fn serve(stream: TcpStream, accepted: Accepted) {
             .await
         }
         Some(config) => {
-            let mut stream = stream;
             let mut first = [0u8; 1];
             match timeout_at(deadline, stream.peek(&mut first)).await {
                 Ok(Ok(1)) if first[0] == tls::TLS_HANDSHAKE_RECORD => {}
@@ -231,19 +279,37 @@ where
     else {
         return rejected(&accepted, &req, Reject::NoRoute);
     };
+    // Owned: authentication may rewrite the request's headers.
+    let host = host.map(str::to_string);
     let route = &snapshot.config.routes[route_index];
     let checked = match handshake::check(&req, route) {
         Ok(checked) => checked,
         Err(reject) => return rejected(&accepted, &req, reject),
+    };
+    let trusted = &snapshot.config.listeners[accepted.listener_index].trusted_proxies;
+    let client = client_addr::resolve(accepted.peer, trusted, req.headers());
+    // Admission by identity: after the route, before any backend is chosen.
+    let admitted = match &route.auth {
+        None => Admitted::default(),
+        Some(auth) => match authenticate(&accepted, auth, &mut req, client, tls).await {
+            Ok(admitted) => admitted,
+            Err(denial) => return denied(&accepted, &req, client, denial),
+        },
     };
     let pool_index = snapshot.route_pool[route_index];
     let pool = &snapshot.config.pools[pool_index];
     let key = pool
         .sticky
         .as_ref()
-        .and_then(|sticky| affinity::key(sticky, req.headers(), req.uri(), accepted.peer));
+        .and_then(|sticky| affinity::key(sticky, req.headers(), req.uri(), client));
+    let mut request = Vec::new();
+    if let Some(version) = pool.send_proxy_protocol {
+        proxy_protocol::write(version, client, accepted.destination, &mut request);
+    }
+    // The backend's X-Forwarded-For gains the hop this request came from.
+    request.extend_from_slice(&upstream::backend_request(&req, accepted.peer, tls));
     let attempt = Attempt {
-        request: upstream::backend_request(&req, accepted.peer, tls),
+        request,
         client_key: &checked.key,
         offer: Offer::from_request(req.headers()),
         connect_timeout: route.limits.connect_timeout,
@@ -255,6 +321,16 @@ where
             Err(reject) => return rejected(&accepted, &req, reject),
         };
     let addr = lease.backend().addr();
+    if let Some(fallback) = admitted.protocol_fallback {
+        let name = http::header::SEC_WEBSOCKET_PROTOCOL;
+        if backend.protocol.is_none() {
+            backend
+                .response
+                .headers_mut()
+                .insert(&name, fallback.clone());
+            backend.protocol = Some(fallback);
+        }
+    }
     // A cookie naming one of this pool's backends needs no new cookie;
     // anything else (none, unknown, forged) gets one with the 101.
     if let Some(sticky) = pool
@@ -278,7 +354,7 @@ where
     let route_name = route_label(route);
     let access = AccessInfo {
         listener: accepted.listener.clone(),
-        host: host.unwrap_or("-").to_string(),
+        host: host.unwrap_or_else(|| "-".to_string()),
         path: req.uri().path().to_string(),
         route: route_name.clone(),
         subprotocol: backend
@@ -287,6 +363,7 @@ where
             .and_then(|p| p.to_str().ok())
             .unwrap_or("-")
             .to_string(),
+        user: admitted.subject,
     };
     let meter = accepted.shared.metrics.as_ref().map(|m| {
         let labels = ConnectionLabels {
@@ -296,7 +373,7 @@ where
         };
         m.upgraded(labels, started.elapsed())
     });
-    debug!(peer = %accepted.peer, backend = %addr, elapsed = ?started.elapsed(), "upgraded");
+    debug!(client = %client, backend = %addr, elapsed = ?started.elapsed(), "upgraded");
     // The task keeps only what the relay needs, not the whole answer.
     let upstream::Upgraded {
         stream,
@@ -306,13 +383,14 @@ where
         protocol: _,
     } = backend;
     let handover = Handover {
-        peer: accepted.peer,
+        peer: client,
         backend_addr: addr,
         backend_stream: stream,
         backend_pre: pre_read,
         settings: relay::Settings {
             limits: route.limits,
             deflate,
+            expires_at: admitted.expires_at,
         },
         stop: shutdown::close_time(accepted.shared.registry.drain_signal(&pool.name, addr)),
         meter,
@@ -459,6 +537,7 @@ where
         route = %a.route,
         backend = %h.backend_addr,
         subprotocol = %a.subprotocol,
+        user = a.user.as_deref().unwrap_or("-"),
         status = 101,
         duration_ms = relay_started.elapsed().as_millis() as u64,
         messages_in = end.client_to_backend.messages,
@@ -484,6 +563,68 @@ fn join(first: Bytes, second: Bytes) -> Bytes {
         joined.extend_from_slice(&second);
         joined.into()
     }
+}
+
+/// Runs the route's authentication, counting its outcome.
+async fn authenticate(
+    accepted: &Context,
+    auth: &Auth,
+    req: &mut Request<Incoming>,
+    client: SocketAddr,
+    tls: bool,
+) -> Result<Admitted, Denial> {
+    let (method, outcome) = match auth {
+        Auth::Jwt(jwt) => {
+            let (parts, headers) = (req.uri().clone(), req.headers_mut());
+            ("jwt", auth::jwt::check(jwt, headers, &parts))
+        }
+        Auth::Forward(forward) => {
+            let started = Instant::now();
+            let (method, uri) = (req.method().clone(), req.uri().clone());
+            let request = (&method, &uri, req.headers_mut());
+            let forwarder = &accepted.snapshot.forwarder;
+            let outcome = forwarder.check(forward, request, client, tls).await;
+            if let Some(m) = &accepted.shared.metrics {
+                m.forward_auth(started.elapsed());
+            }
+            ("forward", outcome)
+        }
+    };
+    if let Some(m) = &accepted.shared.metrics {
+        let result = match &outcome {
+            Ok(_) => "admitted",
+            Err(denial) => denial.reason.label(),
+        };
+        m.auth(method, result);
+    }
+    outcome
+}
+
+/// Answers a request its route's authentication refused.
+fn denied(
+    accepted: &Context,
+    req: &Request<Incoming>,
+    client: SocketAddr,
+    denial: Denial,
+) -> Response<Full<Bytes>> {
+    let host = req
+        .headers()
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok());
+    if let Some(m) = &accepted.shared.metrics {
+        m.rejected(denial.status.as_u16());
+    }
+    info!(
+        target: "wsgate::access",
+        client = %client,
+        listener = %accepted.listener,
+        host = host.unwrap_or("-"),
+        path = req.uri().path(),
+        status = denial.status.as_u16(),
+        reason = denial.reason.message(),
+        "rejected"
+    );
+    denial.response()
 }
 
 fn rejected(accepted: &Context, req: &Request<Incoming>, reject: Reject) -> Response<Full<Bytes>> {

@@ -12,13 +12,19 @@
 
 pub mod server;
 
+pub mod proxy_protocol;
+
 pub mod connection;
+
+pub mod client_addr;
 
 pub mod tls;
 
 pub mod handshake;
 
 pub mod route;
+
+pub mod auth;
 
 pub mod affinity;
 

@@ -179,6 +179,7 @@ mod tests {
             pool_index: 0,
             allowed_origins: None,
             limits: Limits::default(),
+            auth: None,
         }
     }
 

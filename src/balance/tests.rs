@@ -14,6 +14,7 @@ fn pool(balance: Balance, source: Option<StickySource>, weights: &[u32]) -> Pool
             source,
             name: "k".to_string(),
         }),
+        send_proxy_protocol: None,
         hash_balance_factor: None,
         health_check: None,
         backends: weights

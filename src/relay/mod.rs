@@ -54,6 +54,9 @@ pub struct Settings {
     pub limits: Limits,
     /// `permessage-deflate` was negotiated.
     pub deflate: bool,
+    /// When the client's token expires: close 1008 to it, 1001 to the
+    /// backend, at a frame boundary like the proxy's other closes.
+    pub expires_at: Option<Instant>,
 }
 
 /// Traffic of one direction.
@@ -510,6 +513,8 @@ struct Relay {
     stop: Option<Stop>,
     /// When a drain wants this connection closed.
     drain_at: Option<Instant>,
+    /// When the client's token expires.
+    expires_at: Option<Instant>,
     meter: Option<Meter>,
     /// When the counts are next added to the metrics (set by traffic).
     flush_at: Option<Instant>,
@@ -547,6 +552,7 @@ impl Relay {
             expired: false,
             stop: Some(stop),
             drain_at: None,
+            expires_at: settings.expires_at,
             meter,
             flush_at: None,
         };
@@ -722,6 +728,20 @@ impl Relay {
             self.close_both(CloseCode::GOING_AWAY, "draining");
             return;
         }
+        if self.expires_at.is_some_and(|at| now >= at) {
+            // The client's credential ended, not the backend's: each side
+            // is told in its own terms.
+            record(
+                &mut self.close,
+                CloseCode::POLICY_VIOLATION,
+                Initiator::Proxy,
+            );
+            self.b2c
+                .close_with(CloseCode::POLICY_VIOLATION, "token expired");
+            self.c2b.close_with(CloseCode::GOING_AWAY, "token expired");
+            self.closing_since.get_or_insert(now);
+            return;
+        }
         if now >= self.last_activity + self.limits.idle_timeout {
             self.close_both(CloseCode::GOING_AWAY, "idle timeout");
             return;
@@ -758,7 +778,7 @@ impl Relay {
             Some(since) => since + CLOSE_GRACE,
             None => {
                 let mut next = self.last_activity + self.limits.idle_timeout;
-                if let Some(at) = self.drain_at {
+                for at in [self.drain_at, self.expires_at].into_iter().flatten() {
                     next = next.min(at);
                 }
                 if !self.limits.ping_interval.is_zero() {

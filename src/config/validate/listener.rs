@@ -2,7 +2,7 @@
 //! certificates, which are read and matched with their keys here.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::ops::Range;
 use std::path::Path;
 use std::sync::Arc;
@@ -16,7 +16,9 @@ use toml::Spanned;
 
 use super::values::is_dns_name;
 use super::{file, optional, Checker};
-use crate::config::{Admin, CertPair, Listener, SniCert, Tls, DEFAULT_MAX_HEADER_BYTES};
+use crate::config::{
+    Admin, CertPair, Cidr, Listener, ProxyProtocol, SniCert, Tls, DEFAULT_MAX_HEADER_BYTES,
+};
 
 impl Checker<'_> {
     pub(super) fn admin(&mut self, admin: &Spanned<file::Admin>) -> Option<Admin> {
@@ -80,12 +82,67 @@ impl Checker<'_> {
                 .and_then(|b| usize::try_from(b).ok()),
         };
         let tls = optional(&l.tls, |t| self.tls(&format!("{path}.tls"), t));
+        let proxy_protocol = optional(&l.proxy_protocol, |v| {
+            let accepted = match v.get_ref().as_str() {
+                "v1" => ProxyProtocol::V1,
+                "v2" => ProxyProtocol::V2,
+                "any" => ProxyProtocol::Any,
+                other => {
+                    let message = format!(
+                        "unknown PROXY protocol {other:?}; write \"v1\", \"v2\" or \"any\""
+                    );
+                    self.report(format!("{path}.proxy_protocol"), Some(v.span()), message);
+                    return None;
+                }
+            };
+            Some(accepted)
+        });
+        let from = self.cidrs(
+            &format!("{path}.proxy_protocol_from"),
+            &l.proxy_protocol_from,
+        );
+        if let (Some(list), None) = (&l.proxy_protocol_from, &l.proxy_protocol) {
+            let message = "proxy_protocol_from has no effect without proxy_protocol; \
+                           set proxy_protocol = \"v2\" (or \"v1\", \"any\"), or remove it";
+            let key = format!("{path}.proxy_protocol_from");
+            self.report(key, Some(list.span()), message.to_string());
+        }
+        let trusted_proxies = self.cidrs(&format!("{path}.trusted_proxies"), &l.trusted_proxies);
         Some(Listener {
             name: name?,
             bind: bind?,
             max_header_bytes: max_header_bytes?,
             tls: tls?,
+            proxy_protocol: proxy_protocol?,
+            proxy_protocol_from: from?,
+            trusted_proxies: trusted_proxies?,
         })
+    }
+
+    /// A list of address ranges; absent: empty.
+    fn cidrs(
+        &mut self,
+        path: &str,
+        list: &Option<Spanned<Vec<Spanned<String>>>>,
+    ) -> Option<Vec<Cidr>> {
+        let Some(list) = list else {
+            return Some(Vec::new());
+        };
+        let checked: Vec<Option<Cidr>> = (list.get_ref().iter().enumerate())
+            .map(|(k, v)| {
+                let parsed = parse_cidr(v.get_ref());
+                if parsed.is_none() {
+                    let message = format!(
+                        "{:?} is not an address range; write e.g. \"10.0.0.0/8\", \
+                         \"fd00::/8\" or a single address",
+                        v.get_ref()
+                    );
+                    self.report(format!("{path}[{k}]"), Some(v.span()), message);
+                }
+                parsed
+            })
+            .collect();
+        checked.into_iter().collect()
     }
 
     pub(super) fn tls(&mut self, path: &str, tls: &Spanned<file::Tls>) -> Option<Tls> {
@@ -209,6 +266,33 @@ impl Checker<'_> {
             certified_key: Arc::new(certified_key),
         })
     }
+}
+
+/// `10.0.0.0/8`, `fd00::/8` or a bare address; host bits are cleared.
+fn parse_cidr(text: &str) -> Option<Cidr> {
+    let (ip, prefix) = match text.split_once('/') {
+        Some((ip, bits)) => (ip.parse::<IpAddr>().ok()?, Some(bits)),
+        None => (text.parse::<IpAddr>().ok()?, None),
+    };
+    let max = if ip.is_ipv4() { 32 } else { 128 };
+    let prefix = match prefix {
+        None => max,
+        Some(bits) if !bits.is_empty() && bits.bytes().all(|b| b.is_ascii_digit()) => {
+            bits.parse::<u8>().ok().filter(|p| *p <= max)?
+        }
+        Some(_) => return None,
+    };
+    let addr = match ip {
+        IpAddr::V4(v4) => {
+            let mask = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
+            IpAddr::V4((u32::from(v4) & mask).into())
+        }
+        IpAddr::V6(v6) => {
+            let mask = u128::MAX.checked_shl(128 - u32::from(prefix)).unwrap_or(0);
+            IpAddr::V6((u128::from(v6) & mask).into())
+        }
+    };
+    Some(Cidr { addr, prefix })
 }
 
 fn read_chain(file: &Path) -> Result<Vec<CertificateDer<'static>>, String> {

@@ -8,7 +8,9 @@ use std::time::Duration;
 use toml::Spanned;
 
 use super::{file, optional, Checker};
-use crate::config::{Backend, Balance, HealthCheck, HealthCheckKind, Pool, Sticky, StickySource};
+use crate::config::{
+    Backend, Balance, HealthCheck, HealthCheckKind, Pool, ProxyVersion, Sticky, StickySource,
+};
 
 /// Health check timing when the table leaves it out (contract, `[[pool]]`).
 const DEFAULT_CHECK_INTERVAL: Duration = Duration::from_secs(5);
@@ -66,6 +68,20 @@ impl Checker<'_> {
             self.health_check(&format!("{path}.health_check"), h)
         });
         let backends = self.backends(&path, pool.span(), p);
+        let send_proxy_protocol = optional(&p.send_proxy_protocol, |v| {
+            let version = match v.get_ref().as_str() {
+                "v1" => ProxyVersion::V1,
+                "v2" => ProxyVersion::V2,
+                other => {
+                    let message =
+                        format!("unknown PROXY protocol version {other:?}; write \"v1\" or \"v2\"");
+                    let key = format!("{path}.send_proxy_protocol");
+                    self.report(key, Some(v.span()), message);
+                    return None;
+                }
+            };
+            Some(version)
+        });
         Some(Pool {
             name: name?,
             balance: balance?,
@@ -73,6 +89,7 @@ impl Checker<'_> {
             hash_balance_factor: hash_balance_factor?,
             health_check: health_check?,
             backends: backends?,
+            send_proxy_protocol: send_proxy_protocol?,
         })
     }
 

@@ -50,6 +50,7 @@ impl Checker<'_> {
         });
         let mut limits = defaults;
         self.limits(&path, &limit_keys_of_route(r), &mut limits);
+        let auth = optional(&r.auth, |a| self.auth(&format!("{path}.auth"), a));
         Some(Route {
             listener: listener?,
             host: host?,
@@ -58,6 +59,7 @@ impl Checker<'_> {
             pool_index: pool_index?,
             allowed_origins: allowed_origins?,
             limits,
+            auth: auth?,
         })
     }
 
