@@ -218,3 +218,22 @@ fn claim_values_as_headers() {
     assert!(header_value(&json!("line\nbreak")).is_none());
     assert!(header_value(&json!(null)).is_none());
 }
+
+#[test]
+fn on_expiry_ignore_sets_no_deadline() {
+    let mut auth = secret_route();
+    auth.on_expiry = OnExpiry::Ignore;
+    let mut claims = good_claims();
+    claims["exp"] = json!(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+            + 100
+    );
+    let mut h = HeaderMap::new();
+    let bearer = format!("Bearer {}", hs(Algorithm::HS256, &claims));
+    h.insert("authorization", HeaderValue::from_str(&bearer).unwrap());
+    let admitted = check(&auth, &mut h, &"/".parse().unwrap()).unwrap();
+    assert!(admitted.expires_at.is_none());
+}
