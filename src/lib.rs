@@ -1,8 +1,10 @@
 //! wsgate: a reverse proxy and load balancer for WebSocket traffic.
 //!
 //! The modules follow the path of one connection: [`server`] accepts it,
-//! [`connection`] takes it through [`tls`] and the [`handshake`] checks,
-//! [`route`] picks a route, [`affinity`] reads its sticky key, [`balance`]
+//! [`connection`] reads a [`proxy_protocol`] header where the listener
+//! wants one, takes it through [`tls`] and the [`handshake`] checks,
+//! [`route`] picks a route, [`client_addr`] names the client behind trusted
+//! forwarders, [`auth`] admits it or not, [`affinity`] reads its sticky key, [`balance`]
 //! orders the backends, [`upstream`] upgrades one (both sides check the
 //! opening handshake with the leaf [`rfc6455`]), and [`relay`] carries
 //! frames ([`frame`]) until the close ([`close`]). [`config`] and
