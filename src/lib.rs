@@ -19,13 +19,13 @@ pub mod proxy_protocol;
 
 pub mod connection;
 
-pub mod client_addr;
-
 pub mod tls;
 
 pub mod handshake;
 
 pub mod route;
+
+pub mod client_addr;
 
 pub mod auth;
 
