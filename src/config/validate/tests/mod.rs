@@ -178,13 +178,15 @@ fn example_file_commented_examples_parse() {
     for stem in ["server", "chat", "api"] {
         dir.cert(&format!("certs/{stem}"), &[&format!("{stem}.example.com")]);
     }
+    std::fs::create_dir(dir.0.join("secrets")).unwrap();
+    std::fs::write(dir.0.join("secrets/jwt"), "example secret").unwrap();
     let config = parse(&uncommented.join("\n"), &dir.0, "uncommented").unwrap();
     let counts = (
         config.listeners.len(),
         config.routes.len(),
         config.pools.len(),
     );
-    assert_eq!(counts, (2, 2, 2));
+    assert_eq!(counts, (3, 4, 2));
     assert_eq!(config.listeners[1].tls.as_ref().unwrap().sni.len(), 2);
 }
 
