@@ -194,6 +194,7 @@ async fn serve_http<IO>(
             linger(&mut io).await;
             access_rejected(
                 &accepted,
+                accepted.peer,
                 None,
                 None,
                 408,
@@ -229,6 +230,7 @@ async fn reject_raw<IO: AsyncRead + AsyncWrite + Unpin>(
 ) {
     access_rejected(
         accepted,
+        accepted.peer,
         None,
         None,
         reject.status().as_u16(),
@@ -327,7 +329,8 @@ where
                 let host = req.headers().get(http::header::HOST);
                 let host = host.and_then(|h| h.to_str().ok());
                 let path = Some(req.uri().path());
-                access_rejected(&accepted, host, path, refusal.status.as_u16(), &reason);
+                let status = refusal.status.as_u16();
+                access_rejected(&accepted, client, host, path, status, &reason);
                 return refusal.into_response().map(Either::Right);
             }
         };
@@ -659,8 +662,12 @@ fn rejected(accepted: &Context, req: &Request<Incoming>, reject: Reject) -> Resp
         .get(http::header::HOST)
         .and_then(|h| h.to_str().ok());
     let status = reject.status().as_u16();
+    // The client behind trusted forwarders, as a relayed connection's line.
+    let trusted = &accepted.snapshot.config.listeners[accepted.listener_index].trusted_proxies;
+    let client = client_addr::resolve(accepted.peer, trusted, req.headers());
     access_rejected(
         accepted,
+        client,
         host,
         Some(req.uri().path()),
         status,
@@ -672,6 +679,7 @@ fn rejected(accepted: &Context, req: &Request<Incoming>, reject: Reject) -> Resp
 /// Counts a refused request and writes its access-log line.
 fn access_rejected(
     accepted: &Context,
+    client: SocketAddr,
     host: Option<&str>,
     path: Option<&str>,
     status: u16,
@@ -682,7 +690,7 @@ fn access_rejected(
     }
     info!(
         target: "wsgate::access",
-        client = %accepted.peer,
+        client = %client,
         listener = %accepted.listener,
         host = host.unwrap_or("-"),
         path = path.unwrap_or("-"),

@@ -514,3 +514,67 @@ async fn forward_auth_service_down_is_503() {
     assert_eq!(answer.status, 503);
     assert_eq!(backend.connection_count(), 0);
 }
+
+#[tokio::test]
+async fn the_access_log_names_the_subject_and_the_proxied_client() {
+    let backend = echo_backend().await;
+    let dir = secret_dir();
+    let path = dir.0.join("wsgate.toml");
+    let toml = simple_config(&[backend.addr], "")
+        .replacen(
+            "pool = \"p\"\n",
+            &format!("pool = \"p\"\nauth = {{ jwt = {{ {HS_AUTH} }} }}\n"),
+            1,
+        )
+        .replacen(
+            "bind = \"127.0.0.1:0\"\n",
+            "bind = \"127.0.0.1:0\"\nproxy_protocol = \"v1\"\n",
+            1,
+        );
+    std::fs::write(&path, toml).unwrap();
+    let mut bin = Binary::start(&["--config", path.to_str().unwrap(), "--log-format", "json"]);
+    let line = bin.wait_line(&["listening", "local"]).await;
+    let parsed: serde_json::Value = serde_json::from_str(&line).unwrap();
+    let addr: SocketAddr = parsed["fields"]["local"].as_str().unwrap().parse().unwrap();
+
+    let mut stream = within(tokio::net::TcpStream::connect(addr)).await.unwrap();
+    let request = format!(
+        "PROXY TCP4 203.0.113.20 127.0.0.1 4242 80\r\n{}",
+        upgrade_request(
+            "/echo",
+            &format!("Authorization: Bearer {}\r\n", hs256(&claims()))
+        )
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut ws = RawWs::server(stream, Vec::new());
+    ws.mask = true;
+    // The 101's head, then a clean close.
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        assert_eq!(within(ws.stream.read(&mut byte)).await.unwrap(), 1);
+        head.push(byte[0]);
+    }
+    assert!(head.starts_with(b"HTTP/1.1 101"));
+    ws.send_close(1000, "bye").await;
+    ws.recv_close().await.unwrap();
+    let closed = bin.wait_line(&["wsgate::access", "closed"]).await;
+    let closed: serde_json::Value = serde_json::from_str(&closed).unwrap();
+    assert_eq!(closed["fields"]["user"], "alice");
+    assert_eq!(closed["fields"]["client"], "203.0.113.20:4242");
+
+    let mut stream = within(tokio::net::TcpStream::connect(addr)).await.unwrap();
+    let request = format!(
+        "PROXY TCP4 203.0.113.21 127.0.0.1 4243 80\r\n{}",
+        upgrade_request("/echo", "")
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    within(stream.read_to_end(&mut out)).await.unwrap();
+    assert_eq!(parse_answer(&out).status, 401);
+    let rejected = bin.wait_line(&["wsgate::access", "rejected"]).await;
+    let rejected: serde_json::Value = serde_json::from_str(&rejected).unwrap();
+    assert_eq!(rejected["fields"]["status"], 401);
+    assert_eq!(rejected["fields"]["reason"], "unauthorized: no token");
+    assert_eq!(rejected["fields"]["client"], "203.0.113.21:4243");
+}
