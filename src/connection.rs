@@ -24,7 +24,7 @@ use crate::config::{Auth, Cidr, HostPattern, StickySource};
 use crate::handshake::{self, FirstByte, ReadHeadError, Reject, Rewind};
 use crate::metrics::{ConnectionLabels, Meter};
 use crate::proxy_protocol::{self, Header, ReadError};
-use crate::server::Shared;
+use crate::runtime::Runtime;
 use crate::shutdown::{self, Guard};
 use crate::snapshot::{ListenerKey, Snapshot};
 use crate::upstream::{self, Offer, RefusalBody};
@@ -41,8 +41,9 @@ pub struct Accepted {
     pub snapshot: Arc<Snapshot>,
     /// Counts this connection as open until it ends.
     pub guard: Guard,
-    /// The running proxy's shared parts (drain signals, live state).
-    pub shared: Arc<Shared>,
+    /// What the running proxy shares with connections (live state,
+    /// metrics).
+    pub runtime: Arc<Runtime>,
 }
 
 /// What the handshake needs of [`Accepted`], shared with hyper's service.
@@ -56,7 +57,7 @@ struct Context {
     /// Index of the listener in the snapshot's configuration.
     listener_index: usize,
     snapshot: Arc<Snapshot>,
-    shared: Arc<Shared>,
+    shared: Arc<Runtime>,
     guard: std::sync::Mutex<Option<Guard>>,
 }
 
@@ -84,7 +85,7 @@ pub async fn serve(stream: TcpStream, accepted: Accepted) {
     let mut destination = stream.local_addr().unwrap_or(peer);
     if let Some(versions) = listener.proxy_protocol {
         let failed = |reason: &'static str, detail: &dyn std::fmt::Display| {
-            if let Some(m) = &accepted.shared.metrics {
+            if let Some(m) = &accepted.runtime.metrics {
                 m.proxy_protocol_error(&listener.name, reason);
             }
             info!(peer = %peer, listener = %listener.name, reason = %detail, "connection closed: PROXY protocol");
@@ -122,7 +123,7 @@ pub async fn serve(stream: TcpStream, accepted: Accepted) {
         listener: Arc::from(listener.name.as_str()),
         listener_index: index,
         snapshot: accepted.snapshot,
-        shared: accepted.shared,
+        shared: accepted.runtime,
         guard: std::sync::Mutex::new(Some(accepted.guard)),
     });
     // Small frames must not wait for Nagle's algorithm on either side.
@@ -407,7 +408,7 @@ where
             deflate,
             expires_at: admitted.expires_at,
         },
-        stop: shutdown::close_time(accepted.shared.registry.drain_signal(&pool.name, addr)),
+        stop: shutdown::close_time(lease.backend().drain_signal()),
         meter,
         access,
         lease,
@@ -465,6 +466,11 @@ async fn connect_backend(
             Ok(upstream::Answer::Refused(refusal)) => {
                 debug!(pool = %pool.name, backend = %addr, status = %refusal.status, "backend refused the upgrade");
                 return Err(Failed::Refused(refusal));
+            }
+            // Not the backend's fault: it stays up, this client gets 503.
+            Err(e) if e.is_local_shortage() => {
+                warn!(pool = %pool.name, error = %e, "no local resources to reach a backend: answering 503, backend stays up");
+                return Err(Failed::Reject(Reject::LocalShortage));
             }
             Err(e) if e.is_unreachable() => {
                 warn!(pool = %pool.name, error = %e, "backend unreachable: marked down, trying the next");
