@@ -578,3 +578,49 @@ async fn the_access_log_names_the_subject_and_the_proxied_client() {
     assert_eq!(rejected["fields"]["reason"], "unauthorized: no token");
     assert_eq!(rejected["fields"]["client"], "203.0.113.21:4243");
 }
+
+#[tokio::test]
+async fn a_rotated_jwks_file_is_seen_by_the_watcher() {
+    let dir = TempDir::new("jwks-rotate");
+    let (old, new) = (ec_key("old"), ec_key("new"));
+    std::fs::write(dir.0.join("jwks.json"), &old.jwks).unwrap();
+    let backend = echo_backend().await;
+    let path = dir.0.join("wsgate.toml");
+    let toml = simple_config(&[backend.addr], "").replacen(
+        "pool = \"p\"\n",
+        "pool = \"p\"\nauth = { jwt = { keys = \"jwks.json\" } }\n",
+        1,
+    );
+    std::fs::write(&path, with_admin(&toml)).unwrap();
+    let (proxy, _server) = start_proxy_file(&path).await;
+    wsgate::reload::watch_file(proxy.shared.clone()).expect("watching");
+    let request =
+        |token: String| upgrade_request("/echo", &format!("Authorization: Bearer {token}\r\n"));
+    let answer = raw_request(
+        proxy.addr("main"),
+        request(es256(&new, "new", &claims())).as_bytes(),
+    )
+    .await;
+    assert_eq!(answer.status, 401);
+    write_atomically(&dir.0.join("jwks.json"), &new.jwks);
+    let mut version = 1;
+    for _ in 0..400 {
+        let (_, body) = admin(proxy.shared.admin_addr.unwrap(), "GET", "/status").await;
+        let status: serde_json::Value = serde_json::from_str(&body).unwrap();
+        version = status["version"].as_u64().unwrap();
+        if version == 2 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    assert_eq!(version, 2, "the watcher reloaded");
+    let (_ws, answer) =
+        RawWs::connect(proxy.addr("main"), &request(es256(&new, "new", &claims()))).await;
+    assert_eq!(answer.status, 101);
+    let answer = raw_request(
+        proxy.addr("main"),
+        request(es256(&old, "old", &claims())).as_bytes(),
+    )
+    .await;
+    assert_eq!(answer.status, 401);
+}

@@ -205,6 +205,9 @@ pub struct JwtAuth {
     pub forward_claims: Vec<(String, http::HeaderName)>,
     /// What happens when the token expires on an open connection.
     pub on_expiry: OnExpiry,
+    /// The JWKS or secret file the keys were read from, resolved against
+    /// the configuration's folder; the file watcher reloads when it changes.
+    pub file: Option<std::path::PathBuf>,
 }
 
 /// The keys a JWT may be signed with.

@@ -16,6 +16,7 @@ fn route(keys: JwtKeys) -> JwtAuth {
         token: TokenSource::Header(http::header::AUTHORIZATION),
         forward_claims: vec![("sub".into(), "x-user-id".parse().unwrap())],
         on_expiry: OnExpiry::Close,
+        file: None,
     }
 }
 

@@ -83,6 +83,16 @@ impl Checker<'_> {
             }
         };
         let text = |v: &Option<Spanned<String>>| v.as_ref().map(|s| s.get_ref().clone());
+        let file = match (&j.secret, &j.keys) {
+            (Some(secret), _) => {
+                (secret.get_ref().strip_prefix("file:")).map(|f| self.base.join(f))
+            }
+            (None, Some(keys)) => {
+                let k = keys.get_ref();
+                Some(self.base.join(k.strip_prefix("file:").unwrap_or(k)))
+            }
+            (None, None) => None,
+        };
         Some(Arc::new(JwtAuth {
             keys: keys?,
             issuer: text(&j.issuer),
@@ -91,6 +101,7 @@ impl Checker<'_> {
             token: token?,
             forward_claims: forward_claims?,
             on_expiry: on_expiry?,
+            file,
         }))
     }
 
