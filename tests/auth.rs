@@ -133,6 +133,23 @@ async fn every_jwt_rejection_is_401_with_its_reason_and_no_backend_contact() {
             "token expired",
             "expired",
         ),
+        (
+            Some(patched("nbf", json!(now() + 600))),
+            "token not yet valid",
+            "not_yet_valid",
+        ),
+        (
+            // A valid token relabelled RS256: no key of the route verifies it.
+            Some({
+                let rs = base64::engine::general_purpose::URL_SAFE_NO_PAD
+                    .encode(r#"{"alg":"RS256","typ":"JWT"}"#);
+                let token = hs256(&claims());
+                let (_, rest) = token.split_once('.').unwrap();
+                format!("{rs}.{rest}")
+            }),
+            "token signed with an unknown key or algorithm",
+            "unknown_key",
+        ),
     ];
     for (token, reason, label) in &cases {
         let extra = match token {
