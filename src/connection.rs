@@ -20,7 +20,7 @@ use tracing::{debug, info, warn};
 
 use crate::auth::{Admitted, Denial};
 use crate::close::{CloseCode, CloseInfo, Initiator};
-use crate::config::{Auth, Cidr, HostPattern, StickySource};
+use crate::config::{Cidr, HostPattern, StickySource};
 use crate::handshake::{self, FirstByte, ReadHeadError, Reject, Rewind};
 use crate::metrics::{ConnectionLabels, Meter};
 use crate::proxy_protocol::{self, Header, ReadError};
@@ -295,7 +295,15 @@ where
     // Admission by identity: after the route, before any backend is chosen.
     let admitted = match &route.auth {
         None => Admitted::default(),
-        Some(auth) => match authenticate(&accepted, auth, &mut req, client, tls).await {
+        Some(auth) => match auth::admit(
+            auth,
+            &mut req,
+            (client, tls),
+            &accepted.shared.forwarder,
+            accepted.shared.metrics.as_deref(),
+        )
+        .await
+        {
             Ok(admitted) => admitted,
             Err(denial) => return denied(&accepted, &req, client, denial).map(Either::Left),
         },
@@ -598,41 +606,6 @@ fn join(first: Bytes, second: Bytes) -> Bytes {
         joined.extend_from_slice(&second);
         joined.into()
     }
-}
-
-/// Runs the route's authentication, counting its outcome.
-async fn authenticate(
-    accepted: &Context,
-    auth: &Auth,
-    req: &mut Request<Incoming>,
-    client: SocketAddr,
-    tls: bool,
-) -> Result<Admitted, Denial> {
-    let (method, outcome) = match auth {
-        Auth::Jwt(jwt) => {
-            let (parts, headers) = (req.uri().clone(), req.headers_mut());
-            ("jwt", auth::jwt::check(jwt, headers, &parts))
-        }
-        Auth::Forward(forward) => {
-            let started = Instant::now();
-            let (method, uri) = (req.method().clone(), req.uri().clone());
-            let request = (&method, &uri, req.headers_mut());
-            let forwarder = &accepted.snapshot.forwarder;
-            let outcome = forwarder.check(forward, request, client, tls).await;
-            if let Some(m) = &accepted.shared.metrics {
-                m.forward_auth(started.elapsed());
-            }
-            ("forward", outcome)
-        }
-    };
-    if let Some(m) = &accepted.shared.metrics {
-        let result = match &outcome {
-            Ok(_) => "admitted",
-            Err(denial) => denial.reason.label(),
-        };
-        m.auth(method, result);
-    }
-    outcome
 }
 
 /// Answers a request its route's authentication refused.

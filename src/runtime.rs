@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
+use crate::auth::forward::Forwarder;
 use crate::metrics::Metrics;
 use crate::shutdown::Tracker;
 use crate::snapshot::{Registry, Snapshot};
@@ -23,4 +24,7 @@ pub struct Runtime {
     /// Counters and histograms; kept only when there is an admin listener
     /// to expose them.
     pub(crate) metrics: Option<Arc<Metrics>>,
+    /// The client of routes' forward-auth services; its kept-alive
+    /// connections outlive reloads.
+    pub(crate) forwarder: Forwarder,
 }

@@ -32,9 +32,6 @@ pub struct Snapshot {
     /// For each pool (same index as `config.pools`), its balancer over the
     /// live backend states.
     pub balancers: Vec<PoolBalancer>,
-    /// The client of the routes' forward-auth services, with its kept-alive
-    /// connections (a reload starts a fresh pool).
-    pub forwarder: crate::auth::forward::Forwarder,
 }
 
 impl Snapshot {
@@ -61,7 +58,6 @@ impl Snapshot {
             route_pool,
             tls,
             balancers,
-            forwarder: crate::auth::forward::Forwarder::new(),
         }
     }
 

@@ -5,8 +5,9 @@
 //! and 403 reach the client with their body; anything else, or no answer
 //! in time, is 503: the route fails closed.
 //!
-//! One HTTP client per snapshot keeps connections to the services alive
-//! and reuses them across handshakes.
+//! One HTTP client for the running proxy (in the runtime) keeps
+//! connections to the services alive and reuses them across handshakes and
+//! reloads.
 
 use std::net::SocketAddr;
 use std::time::Duration;

@@ -11,10 +11,51 @@
 pub mod forward;
 pub mod jwt;
 
+use std::net::SocketAddr;
+
 use bytes::Bytes;
-use http::{HeaderMap, HeaderValue, Response, StatusCode};
+use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
 use http_body_util::Full;
 use tokio::time::Instant;
+
+use crate::config::Auth;
+use crate::metrics::Metrics;
+
+/// Runs the route's `auth` on `req` from `client` (over TLS or not),
+/// rewriting its headers for the backend, and counts the decision (and a
+/// forward-auth request's latency) in `metrics`.
+pub async fn admit<B>(
+    auth: &Auth,
+    req: &mut Request<B>,
+    (client, tls): (SocketAddr, bool),
+    forwarder: &forward::Forwarder,
+    metrics: Option<&Metrics>,
+) -> Result<Admitted, Denial> {
+    let (method, outcome) = match auth {
+        Auth::Jwt(jwt) => {
+            let uri = req.uri().clone();
+            ("jwt", jwt::check(jwt, req.headers_mut(), &uri))
+        }
+        Auth::Forward(service) => {
+            let started = Instant::now();
+            let (method, uri) = (req.method().clone(), req.uri().clone());
+            let request = (&method, &uri, req.headers_mut());
+            let outcome = forwarder.check(service, request, client, tls).await;
+            if let Some(m) = metrics {
+                m.forward_auth(started.elapsed());
+            }
+            ("forward", outcome)
+        }
+    };
+    if let Some(m) = metrics {
+        let result = match &outcome {
+            Ok(_) => "admitted",
+            Err(denial) => denial.reason.label(),
+        };
+        m.auth(method, result);
+    }
+    outcome
+}
 
 /// A request that may pass.
 #[derive(Debug, Default)]
