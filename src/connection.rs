@@ -20,7 +20,7 @@ use tracing::{debug, info, warn};
 
 use crate::auth::{Admitted, Denial};
 use crate::close::{CloseCode, CloseInfo, Initiator};
-use crate::config::{Cidr, HostPattern, StickySource};
+use crate::config::{self, Cidr, HostPattern, ProxyProtocol, StickySource};
 use crate::handshake::{self, FirstByte, ReadHeadError, Reject, Rewind};
 use crate::metrics::{ConnectionLabels, Meter};
 use crate::proxy_protocol::{self, Header, ReadError};
@@ -81,42 +81,21 @@ pub async fn serve(stream: TcpStream, accepted: Accepted) {
     };
     let mut stream = stream;
     let deadline = Instant::now() + snapshot.config.handshake_timeout;
-    let mut peer = accepted.peer;
-    let mut destination = stream.local_addr().unwrap_or(peer);
-    if let Some(versions) = listener.proxy_protocol {
-        let failed = |reason: &'static str, detail: &dyn std::fmt::Display| {
-            if let Some(m) = &accepted.runtime.metrics {
-                m.proxy_protocol_error(&listener.name, reason);
-            }
-            info!(peer = %peer, listener = %listener.name, reason = %detail, "connection closed: PROXY protocol");
-        };
-        let from = &listener.proxy_protocol_from;
-        if !from.is_empty() && !Cidr::any_contains(from, peer.ip()) {
-            failed("untrusted", &"peer not in proxy_protocol_from");
-            return;
-        }
-        // No answer on failure: whatever sent this is no HTTP client, and
-        // the balancer in front must not mistake an answer for the backend's.
-        match timeout_at(deadline, proxy_protocol::read(&mut stream, versions)).await {
-            Ok(Ok(Header::Proxy {
-                source,
-                destination: to,
-            })) => (peer, destination) = (source, to),
-            Ok(Ok(Header::Local)) => {}
-            Ok(Err(ReadError::Header(e))) => return failed(e.reason(), &e),
-            Ok(Err(ReadError::Closed(true))) => {
-                debug!(peer = %peer, "closed before sending anything");
-                return;
-            }
-            Ok(Err(e)) => return failed("malformed", &e),
-            Err(_) => {
-                return failed(
-                    "timeout",
-                    &"no PROXY protocol header in time (handshake_timeout)",
-                )
+    let local = stream.local_addr().unwrap_or(accepted.peer);
+    let (peer, destination) = match listener.proxy_protocol {
+        None => (accepted.peer, local),
+        Some(versions) => {
+            let read = proxy_header(&mut stream, versions, listener, &accepted, deadline);
+            match read.await {
+                Some(Header::Proxy {
+                    source,
+                    destination,
+                }) => (source, destination),
+                Some(Header::Local) => (accepted.peer, local),
+                None => return,
             }
         }
-    }
+    };
     let accepted = Arc::new(Context {
         peer,
         destination,
@@ -164,6 +143,44 @@ pub async fn serve(stream: TcpStream, accepted: Accepted) {
                 Err(_) => accepted.tls_failed("timed out (handshake_timeout)"),
             }
         }
+    }
+}
+
+/// Reads the PROXY protocol header that must start the connection; `None`
+/// when the connection is to be closed. There is no answer on failure:
+/// whatever sent this is no HTTP client, and the balancer in front must not
+/// mistake an answer for a backend's.
+async fn proxy_header(
+    stream: &mut TcpStream,
+    versions: ProxyProtocol,
+    listener: &config::Listener,
+    accepted: &Accepted,
+    deadline: Instant,
+) -> Option<Header> {
+    let peer = accepted.peer;
+    let failed = |reason: &'static str, detail: &dyn std::fmt::Display| {
+        if let Some(m) = &accepted.runtime.metrics {
+            m.proxy_protocol_error(&listener.name, reason);
+        }
+        info!(peer = %peer, listener = %listener.name, reason = %detail, "connection closed: PROXY protocol");
+        None
+    };
+    let from = &listener.proxy_protocol_from;
+    if !from.is_empty() && !Cidr::any_contains(from, peer.ip()) {
+        return failed("untrusted", &"peer not in proxy_protocol_from");
+    }
+    match timeout_at(deadline, proxy_protocol::read(stream, versions)).await {
+        Ok(Ok(header)) => Some(header),
+        Ok(Err(ReadError::Header(e))) => failed(e.reason(), &e),
+        Ok(Err(ReadError::Closed(true))) => {
+            debug!(peer = %peer, "closed before sending anything");
+            None
+        }
+        Ok(Err(e)) => failed("malformed", &e),
+        Err(_) => failed(
+            "timeout",
+            &"no PROXY protocol header in time (handshake_timeout)",
+        ),
     }
 }
 
@@ -314,12 +331,16 @@ where
         .sticky
         .as_ref()
         .and_then(|sticky| affinity::key(sticky, req.headers(), req.uri(), client));
-    let mut request = Vec::new();
-    if let Some(version) = pool.send_proxy_protocol {
-        proxy_protocol::write(version, client, accepted.destination, &mut request);
-    }
     // The backend's X-Forwarded-For gains the hop this request came from.
-    request.extend_from_slice(&upstream::backend_request(&req, accepted.peer, tls));
+    let request = match pool.send_proxy_protocol {
+        None => upstream::backend_request(&req, accepted.peer, tls),
+        Some(version) => {
+            let mut request = Vec::new();
+            proxy_protocol::write(version, client, accepted.destination, &mut request);
+            request.extend_from_slice(&upstream::backend_request(&req, accepted.peer, tls));
+            request
+        }
+    };
     let attempt = Attempt {
         request,
         client_key: &checked.key,
