@@ -326,7 +326,8 @@ async fn token_expiring_after_the_upgrade_closes_1008_and_1001() {
     )
     .await;
     let mut c = claims();
-    c["exp"] = json!(now() + 2);
+    // Two to three seconds from now (exp has whole seconds).
+    c["exp"] = json!(now() + 3);
     let extra = format!("Authorization: Bearer {}\r\n", hs256(&c));
     let (mut client, answer) =
         RawWs::connect(proxy.addr("main"), &upgrade_request("/echo", &extra)).await;
@@ -414,7 +415,7 @@ async fn auth_service() -> AuthService {
 
 async fn forward_proxy(backend: SocketAddr, service: &AuthService) -> Proxy {
     let auth = format!(
-        "auth = {{ forward = {{ url = \"http://{}/check?app=chat\", timeout = \"500ms\", \
+        "auth = {{ forward = {{ url = \"http://{}/check?app=chat\", timeout = \"2s\", \
          request_headers = [\"Authorization\"], response_headers = [\"X-User-Id\"] }} }}",
         service.addr
     );

@@ -363,7 +363,7 @@ async fn websocket_health_checks_send_a_local_header() {
     let (backend, headers) = proxy_reading_backend().await;
     let pool = "send_proxy_protocol = \"v2\"\nhealth_check = { kind = \"websocket\", path = \"/health\", interval = \"50ms\" }";
     let _proxy = start_proxy(&simple_config(&[backend], pool)).await;
-    for _ in 0..200 {
+    for _ in 0..1000 {
         if !headers.lock().unwrap().is_empty() {
             break;
         }
