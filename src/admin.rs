@@ -152,6 +152,7 @@ fn status(shared: &Shared) -> serde_json::Value {
                         "up": state.is_up(now),
                         "draining": state.is_draining(),
                         "active": state.active(),
+                        "http_in_flight": state.http_in_flight(),
                     }))
                 })
                 .collect();
@@ -162,6 +163,7 @@ fn status(shared: &Shared) -> serde_json::Value {
                     "up": state.is_up(now),
                     "draining": true,
                     "active": state.active(),
+                    "http_in_flight": state.http_in_flight(),
                 }));
             }
             let balance = match pool.balance {

@@ -27,4 +27,6 @@ pub struct Runtime {
     /// The client of routes' forward-auth services; its kept-alive
     /// connections outlive reloads.
     pub(crate) forwarder: Forwarder,
+    /// Idle keep-alive connections to backends, for proxied HTTP.
+    pub(crate) http: Arc<crate::http_proxy::Pools>,
 }

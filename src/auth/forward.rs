@@ -150,7 +150,13 @@ impl Forwarder {
         if let Some(host) = headers.get(http::header::HOST) {
             out.insert("x-forwarded-host", host.clone());
         }
-        let proto = if tls { "wss" } else { "ws" };
+        let upgrade = crate::rfc6455::has_token(headers, http::header::UPGRADE, "websocket");
+        let proto = match (upgrade, tls) {
+            (true, true) => "wss",
+            (true, false) => "ws",
+            (false, true) => "https",
+            (false, false) => "http",
+        };
         out.insert("x-forwarded-proto", HeaderValue::from_static(proto));
         out.insert(
             "x-forwarded-for",

@@ -61,6 +61,12 @@ pub struct Defaults {
     pub ping_timeout: Option<Spanned<RawDuration>>,
     /// Duration; global only.
     pub drain_timeout: Option<Spanned<RawDuration>>,
+    /// `reject` or `proxy`.
+    pub http: Option<Spanned<String>>,
+    /// Bytes; 0 for no limit.
+    pub max_request_body_bytes: Option<Spanned<RawSize>>,
+    /// Duration.
+    pub response_timeout: Option<Spanned<RawDuration>>,
 }
 
 /// `[[listener]]`.
@@ -81,6 +87,8 @@ pub struct Listener {
     pub proxy_protocol_from: Option<Spanned<Vec<Spanned<String>>>>,
     /// Address ranges.
     pub trusted_proxies: Option<Spanned<Vec<Spanned<String>>>>,
+    /// Duration.
+    pub keepalive_timeout: Option<Spanned<RawDuration>>,
 }
 
 /// A listener's `tls` table.
@@ -136,6 +144,12 @@ pub struct Route {
     pub ping_timeout: Option<Spanned<RawDuration>>,
     /// `{ jwt = {...} }` or `{ forward = {...} }`.
     pub auth: Option<Spanned<Auth>>,
+    /// `reject` or `proxy`.
+    pub http: Option<Spanned<String>>,
+    /// Bytes; 0 for no limit.
+    pub max_request_body_bytes: Option<Spanned<RawSize>>,
+    /// Duration.
+    pub response_timeout: Option<Spanned<RawDuration>>,
 }
 
 /// A route's `auth` table: exactly one of its keys.
@@ -202,6 +216,8 @@ pub struct Pool {
     pub backends: Option<Spanned<Vec<Spanned<Backend>>>>,
     /// `v1` or `v2`.
     pub send_proxy_protocol: Option<Spanned<String>>,
+    /// Count, 0 or more.
+    pub max_idle_per_backend: Option<Spanned<i64>>,
 }
 
 /// A pool's `sticky` table.
@@ -212,6 +228,8 @@ pub struct Sticky {
     pub source: Option<Spanned<String>>,
     /// Cookie, header or parameter name.
     pub name: Option<Spanned<String>>,
+    /// Cookie source only: issue the proxy's own cookie.
+    pub issue: Option<Spanned<bool>>,
 }
 
 /// A pool's `health_check` table.

@@ -17,7 +17,8 @@ use toml::Spanned;
 use super::values::is_dns_name;
 use super::{file, optional, Checker};
 use crate::config::{
-    Admin, CertPair, Cidr, Listener, ProxyProtocol, SniCert, Tls, DEFAULT_MAX_HEADER_BYTES,
+    Admin, CertPair, Cidr, Listener, ProxyProtocol, SniCert, Tls, DEFAULT_KEEPALIVE_TIMEOUT,
+    DEFAULT_MAX_HEADER_BYTES,
 };
 
 impl Checker<'_> {
@@ -108,6 +109,10 @@ impl Checker<'_> {
             self.report(key, Some(list.span()), message.to_string());
         }
         let trusted_proxies = self.cidrs(&format!("{path}.trusted_proxies"), &l.trusted_proxies);
+        let keepalive_timeout = match &l.keepalive_timeout {
+            None => Some(DEFAULT_KEEPALIVE_TIMEOUT),
+            Some(v) => self.positive_duration(&format!("{path}.keepalive_timeout"), v),
+        };
         Some(Listener {
             name: name?,
             bind: bind?,
@@ -116,6 +121,7 @@ impl Checker<'_> {
             proxy_protocol: proxy_protocol?,
             proxy_protocol_from: from?,
             trusted_proxies: trusted_proxies?,
+            keepalive_timeout: keepalive_timeout?,
         })
     }
 

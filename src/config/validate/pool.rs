@@ -10,6 +10,7 @@ use toml::Spanned;
 use super::{file, optional, Checker};
 use crate::config::{
     Backend, Balance, HealthCheck, HealthCheckKind, Pool, ProxyVersion, Sticky, StickySource,
+    DEFAULT_MAX_IDLE_PER_BACKEND,
 };
 
 /// Health check timing when the table leaves it out (contract, `[[pool]]`).
@@ -82,6 +83,10 @@ impl Checker<'_> {
             };
             Some(version)
         });
+        let max_idle_per_backend = match &p.max_idle_per_backend {
+            None => Some(DEFAULT_MAX_IDLE_PER_BACKEND),
+            Some(v) => self.count(&format!("{path}.max_idle_per_backend"), v),
+        };
         Some(Pool {
             name: name?,
             balance: balance?,
@@ -90,6 +95,7 @@ impl Checker<'_> {
             health_check: health_check?,
             backends: backends?,
             send_proxy_protocol: send_proxy_protocol?,
+            max_idle_per_backend: max_idle_per_backend?,
         })
     }
 
@@ -153,7 +159,20 @@ impl Checker<'_> {
                 }
             }
         };
-        Some(Sticky { source, name })
+        let issue = match (source, &s.issue) {
+            (_, None) => true,
+            (StickySource::Cookie, Some(issue)) => *issue.get_ref(),
+            (_, Some(issue)) => {
+                let message = "only source = \"cookie\" takes issue; remove it".to_string();
+                self.report(format!("{path}.issue"), Some(issue.span()), message);
+                return None;
+            }
+        };
+        Some(Sticky {
+            source,
+            name,
+            issue,
+        })
     }
 
     pub(super) fn hash_balance_factor(

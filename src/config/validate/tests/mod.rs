@@ -1,6 +1,7 @@
 //! Unit tests of validation, one file per table like the code; the
 //! helpers and the tests of the whole file are here.
 
+mod http;
 mod identity;
 mod keys;
 mod listener;
@@ -186,7 +187,7 @@ fn example_file_commented_examples_parse() {
         config.routes.len(),
         config.pools.len(),
     );
-    assert_eq!(counts, (3, 4, 2));
+    assert_eq!(counts, (3, 5, 2));
     assert_eq!(config.listeners[1].tls.as_ref().unwrap().sni.len(), 2);
 }
 
@@ -250,6 +251,7 @@ fn values_are_normalised() {
     let header = Sticky {
         source: StickySource::Header,
         name: "x-user".into(),
+        issue: true,
     };
     assert_eq!(sticky.sticky, Some(header));
     assert_eq!(sticky.hash_balance_factor, Some(1.25));
