@@ -9,7 +9,8 @@
 //! unknown": stickiness is what makes it work.
 //!
 //! The fixture is `tests/socketio/` (package.json and package-lock.json);
-//! `.ci/run` installs it with `npm ci`. Node.js must be on PATH.
+//! The test installs it with `npm ci` on first use (`.ci/run` does so
+//! beforehand). Node.js and npm must be on PATH.
 
 mod common;
 
@@ -19,14 +20,25 @@ use std::process::{Child, Command, Stdio};
 
 use common::*;
 
+/// The fixture's folder, installed from its lockfile on first use so that
+/// `cargo test` works from a clean clone (Node.js and npm must be on PATH).
 fn fixture() -> PathBuf {
+    static INSTALL: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/socketio");
-    assert!(
+    let installed = |dir: &PathBuf| {
         dir.join("node_modules/socket.io").is_dir()
-            && dir.join("node_modules/socket.io-client").is_dir(),
-        "the socket.io fixture is not installed: run `npm ci --prefix tests/socketio` \
-         (Node.js and npm needed; .ci/run does this)"
-    );
+            && dir.join("node_modules/socket.io-client").is_dir()
+    };
+    let _one_at_a_time = INSTALL.lock().unwrap_or_else(|e| e.into_inner());
+    if !installed(&dir) {
+        let status = Command::new("npm")
+            .args(["ci", "--no-audit", "--no-fund", "--prefix"])
+            .arg(&dir)
+            .status()
+            .expect("npm on PATH (Node.js 18 or newer)");
+        assert!(status.success(), "`npm ci --prefix tests/socketio` failed");
+    }
+    assert!(installed(&dir), "the socket.io fixture is not installed");
     dir
 }
 
