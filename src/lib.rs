@@ -1,7 +1,7 @@
 //! wsgate: a reverse proxy and load balancer for WebSocket traffic.
 //!
 //! The modules follow the path of one connection: [`server`] accepts it,
-//! [`connection`] reads a [`proxy_protocol`] header where the listener
+//! [`connection`] lets it in ([`admission`]), reads a [`proxy_protocol`] header where the listener
 //! wants one, takes it through [`tls`] and the [`handshake`] checks,
 //! [`route`] picks a route, [`client_addr`] names the client behind trusted
 //! forwarders, [`auth`] admits it or not, [`affinity`] reads its sticky key, [`balance`]
@@ -24,6 +24,8 @@ pub mod server;
 pub mod proxy_protocol;
 
 pub mod connection;
+
+pub mod admission;
 
 pub mod tls;
 
@@ -68,3 +70,5 @@ pub mod metrics;
 pub mod echo;
 
 mod health;
+
+pub mod rebalance;

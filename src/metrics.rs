@@ -21,7 +21,10 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
 use crate::close::{CloseInfo, Counts};
+
+mod admission;
 use crate::snapshot::Snapshot;
+pub use admission::AdmissionMetrics;
 
 /// Labels of a relayed connection.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -102,6 +105,8 @@ pub struct Metrics {
     forward_auth_seconds: Histogram,
     proxy_protocol_errors: Family<ProxyProtocolLabels, Counter>,
     http: HttpMetrics,
+    /// Admission control: refusals, the admit queue, rebalancing closes.
+    pub admission: AdmissionMetrics,
 }
 
 /// The proxied-HTTP request metrics.
@@ -163,6 +168,7 @@ impl Metrics {
             // 0.5 ms .. ~8 s: a local service to one at its timeout.
             forward_auth_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 15)),
             proxy_protocol_errors: Family::default(),
+            admission: AdmissionMetrics::default(),
             http: HttpMetrics {
                 requests: Family::default(),
                 in_flight: Family::default(),
@@ -236,6 +242,7 @@ impl Metrics {
             "Relayed connection lifetimes",
             m.connection_seconds.clone(),
         );
+        m.admission.register(&mut registry);
         registry.register(
             "wsgate_auth",
             "Route authentication decisions, by method (jwt, forward) and result (admitted or the reason)",

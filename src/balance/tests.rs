@@ -18,6 +18,8 @@ fn pool(balance: Balance, source: Option<StickySource>, weights: &[u32]) -> Pool
         send_proxy_protocol: None,
         hash_balance_factor: None,
         health_check: None,
+        slow_start: Duration::ZERO,
+        rebalance: None,
         backends: weights
             .iter()
             .enumerate()

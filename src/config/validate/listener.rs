@@ -2,7 +2,7 @@
 //! certificates, which are read and matched with their keys here.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::ops::Range;
 use std::path::Path;
 use std::sync::Arc;
@@ -109,6 +109,7 @@ impl Checker<'_> {
             self.report(key, Some(list.span()), message.to_string());
         }
         let trusted_proxies = self.cidrs(&format!("{path}.trusted_proxies"), &l.trusted_proxies);
+        let admission = self.listener_admission(&path, l);
         let keepalive_timeout = match &l.keepalive_timeout {
             None => Some(DEFAULT_KEEPALIVE_TIMEOUT),
             Some(v) => self.positive_duration(&format!("{path}.keepalive_timeout"), v),
@@ -121,6 +122,7 @@ impl Checker<'_> {
             proxy_protocol: proxy_protocol?,
             proxy_protocol_from: from?,
             trusted_proxies: trusted_proxies?,
+            admission: admission?,
             keepalive_timeout: keepalive_timeout?,
         })
     }
@@ -136,7 +138,7 @@ impl Checker<'_> {
         };
         let checked: Vec<Option<Cidr>> = (list.get_ref().iter().enumerate())
             .map(|(k, v)| {
-                let parsed = parse_cidr(v.get_ref());
+                let parsed = Cidr::parse(v.get_ref());
                 if parsed.is_none() {
                     let message = format!(
                         "{:?} is not an address range; write e.g. \"10.0.0.0/8\", \
@@ -272,33 +274,6 @@ impl Checker<'_> {
             certified_key: Arc::new(certified_key),
         })
     }
-}
-
-/// `10.0.0.0/8`, `fd00::/8` or a bare address; host bits are cleared.
-fn parse_cidr(text: &str) -> Option<Cidr> {
-    let (ip, prefix) = match text.split_once('/') {
-        Some((ip, bits)) => (ip.parse::<IpAddr>().ok()?, Some(bits)),
-        None => (text.parse::<IpAddr>().ok()?, None),
-    };
-    let max = if ip.is_ipv4() { 32 } else { 128 };
-    let prefix = match prefix {
-        None => max,
-        Some(bits) if !bits.is_empty() && bits.bytes().all(|b| b.is_ascii_digit()) => {
-            bits.parse::<u8>().ok().filter(|p| *p <= max)?
-        }
-        Some(_) => return None,
-    };
-    let addr = match ip {
-        IpAddr::V4(v4) => {
-            let mask = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
-            IpAddr::V4((u32::from(v4) & mask).into())
-        }
-        IpAddr::V6(v6) => {
-            let mask = u128::MAX.checked_shl(128 - u32::from(prefix)).unwrap_or(0);
-            IpAddr::V6((u128::from(v6) & mask).into())
-        }
-    };
-    Some(Cidr { addr, prefix })
 }
 
 fn read_chain(file: &Path) -> Result<Vec<CertificateDer<'static>>, String> {

@@ -83,6 +83,13 @@ impl Checker<'_> {
             };
             Some(version)
         });
+        let slow_start = match &p.slow_start {
+            None => Some(Duration::ZERO),
+            Some(v) => self.duration(&format!("{path}.slow_start"), v),
+        };
+        let rebalance = optional(&p.rebalance, |r| {
+            self.rebalance(&format!("{path}.rebalance"), r)
+        });
         let max_idle_per_backend = match &p.max_idle_per_backend {
             None => Some(DEFAULT_MAX_IDLE_PER_BACKEND),
             Some(v) => self.count(&format!("{path}.max_idle_per_backend"), v),
@@ -95,6 +102,8 @@ impl Checker<'_> {
             health_check: health_check?,
             backends: backends?,
             send_proxy_protocol: send_proxy_protocol?,
+            slow_start: slow_start?,
+            rebalance: rebalance?,
             max_idle_per_backend: max_idle_per_backend?,
         })
     }
