@@ -104,6 +104,11 @@ pub struct Metrics {
     auth: Family<AuthLabels, Counter>,
     forward_auth_seconds: Histogram,
     proxy_protocol_errors: Family<ProxyProtocolLabels, Counter>,
+    publishes: Family<ResultLabels, Counter>,
+    deliveries: Counter,
+    overflows: Counter,
+    cluster_errors: Counter,
+    cluster_lag: Histogram,
     http: HttpMetrics,
     /// Admission control: refusals, the admit queue, rebalancing closes.
     pub admission: AdmissionMetrics,
@@ -168,6 +173,13 @@ impl Metrics {
             // 0.5 ms .. ~8 s: a local service to one at its timeout.
             forward_auth_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 15)),
             proxy_protocol_errors: Family::default(),
+            publishes: Family::default(),
+            deliveries: Counter::default(),
+            overflows: Counter::default(),
+            cluster_errors: Counter::default(),
+            // 0.1 ms .. ~3 s: from a publish on one instance to its
+            // arrival on another.
+            cluster_lag: Histogram::new(exponential_buckets(0.0001, 2.0, 15)),
             admission: AdmissionMetrics::default(),
             http: HttpMetrics {
                 requests: Family::default(),
@@ -259,6 +271,31 @@ impl Metrics {
             m.proxy_protocol_errors.clone(),
         );
         registry.register(
+            "wsgate_push_publishes",
+            "Publish requests, by result (ok, rejected, cluster_unavailable)",
+            m.publishes.clone(),
+        );
+        registry.register(
+            "wsgate_push_deliveries",
+            "Pushed messages queued to a connection of this instance",
+            m.deliveries.clone(),
+        );
+        registry.register(
+            "wsgate_push_queue_overflows",
+            "Connections closed with 1013 because their push queue was full",
+            m.overflows.clone(),
+        );
+        registry.register(
+            "wsgate_push_cluster_errors",
+            "Redis commands or subscriptions that failed (each reconnect attempt counts)",
+            m.cluster_errors.clone(),
+        );
+        registry.register(
+            "wsgate_push_cluster_lag_seconds",
+            "From a publish on one instance to its arrival here through Redis",
+            m.cluster_lag.clone(),
+        );
+        registry.register(
             "wsgate_http_requests",
             "Proxied HTTP requests answered, by pool and status code",
             m.http.requests.clone(),
@@ -296,6 +333,28 @@ impl Metrics {
             reason,
         };
         self.proxy_protocol_errors.get_or_create(&labels).inc();
+    }
+
+    /// A publish request ended with `result` (`ok`, `rejected` or
+    /// `cluster_unavailable`).
+    pub fn published(&self, result: &'static str) {
+        self.publishes.get_or_create(&ResultLabels { result }).inc();
+    }
+
+    /// Pushed messages queued here, and connections whose queue overflowed.
+    pub fn delivered(&self, delivered: u64, overflowed: u64) {
+        self.deliveries.inc_by(delivered);
+        self.overflows.inc_by(overflowed);
+    }
+
+    /// A Redis command or subscription failed.
+    pub fn cluster_error(&self) {
+        self.cluster_errors.inc();
+    }
+
+    /// A message from another instance arrived `lag` after its publish.
+    pub fn cluster_lag(&self, lag: Duration) {
+        self.cluster_lag.observe(lag.as_secs_f64());
     }
 
     /// The text exposition of every metric, with backend health and active

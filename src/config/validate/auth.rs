@@ -43,7 +43,7 @@ impl Checker<'_> {
         let j = jwt.get_ref();
         let keys = match (&j.secret, &j.keys) {
             (Some(secret), None) => self
-                .secret(&format!("{path}.secret"), secret)
+                .jwt_secret(&format!("{path}.secret"), secret)
                 .map(|s| JwtKeys::Secret(DecodingKey::from_secret(&s))),
             (None, Some(file)) => self.jwks(&format!("{path}.keys"), file).map(JwtKeys::Set),
             (Some(_), Some(_)) | (None, None) => {
@@ -106,7 +106,7 @@ impl Checker<'_> {
     }
 
     /// A secret named by `env:NAME` or `file:PATH`, never written inline.
-    pub(super) fn secret(&mut self, path: &str, value: &Spanned<String>) -> Option<Vec<u8>> {
+    pub(super) fn jwt_secret(&mut self, path: &str, value: &Spanned<String>) -> Option<Vec<u8>> {
         let text = value.get_ref();
         let read = if let Some(name) = text.strip_prefix("env:") {
             std::env::var(name)

@@ -7,6 +7,7 @@ mod identity;
 mod keys;
 mod listener;
 mod pool;
+mod push;
 mod route;
 mod values;
 
@@ -182,13 +183,15 @@ fn example_file_commented_examples_parse() {
     }
     std::fs::create_dir(dir.0.join("secrets")).unwrap();
     std::fs::write(dir.0.join("secrets/jwt"), "example secret").unwrap();
+    std::fs::write(dir.0.join("publish.token"), "s3cret\n").unwrap();
     let config = parse(&uncommented.join("\n"), &dir.0, "uncommented").unwrap();
     let counts = (
         config.listeners.len(),
         config.routes.len(),
         config.pools.len(),
     );
-    assert_eq!(counts, (3, 5, 2));
+    assert_eq!(counts, (3, 6, 2));
+    assert!(config.publish.is_some() && config.cluster.is_some());
     assert_eq!(config.listeners[1].tls.as_ref().unwrap().sni.len(), 2);
 }
 
