@@ -20,16 +20,18 @@ use tokio::time::{timeout_at, Instant};
 use tracing::{debug, info, warn};
 
 use crate::admission::{Gate, Ticket};
+use crate::auth::{Admitted, Denial};
 use crate::close::{CloseCode, CloseInfo, Initiator};
-use crate::config::{Admit, HttpMode, StickySource};
+use crate::config::{self, Admit, Cidr, HttpMode, ProxyProtocol, StickySource};
 use crate::handshake::{self, FirstByte, ReadHeadError, Reject, Rewind};
 use crate::http_proxy::framing::{Scanned, Verdict};
 use crate::metrics::{ConnectionLabels, Meter};
+use crate::proxy_protocol::{self, Header, ReadError};
 use crate::runtime::Runtime;
 use crate::shutdown::{self, Guard};
 use crate::snapshot::{ListenerKey, Snapshot};
 use crate::upstream::{self, Offer, RefusalBody};
-use crate::{affinity, balance, http_proxy, push, relay, rfc6455, tls};
+use crate::{affinity, auth, balance, client_addr, http_proxy, push, relay, rfc6455, tls};
 use admit::{admission_refused, pending, refuse_at_accept, wait_for_admission};
 
 mod admit;
@@ -54,8 +56,14 @@ pub struct Accepted {
 
 /// What the handshake needs of [`Accepted`], shared with hyper's service.
 struct Context {
+    /// The TCP peer, or the client a PROXY protocol header named.
     peer: SocketAddr,
+    /// Where that client connected: the PROXY header's destination, or
+    /// this socket's local address.
+    destination: SocketAddr,
     listener: Arc<str>,
+    /// Index of the listener in the snapshot's configuration.
+    listener_index: usize,
     snapshot: Arc<Snapshot>,
     shared: Arc<Runtime>,
     guard: std::sync::Mutex<Option<Guard>>,
@@ -79,6 +87,8 @@ struct AccessInfo {
     path: String,
     route: String,
     subprotocol: String,
+    /// The authenticated subject, when the route checks who connects.
+    user: Option<String>,
 }
 
 /// Serves one accepted TCP connection to its end.
@@ -88,13 +98,30 @@ pub async fn serve(stream: TcpStream, accepted: Accepted) {
         // A reload removed the listener between accept and now.
         return;
     };
+    let mut stream = stream;
+    let deadline = Instant::now() + snapshot.config.handshake_timeout;
+    let local = stream.local_addr().unwrap_or(accepted.peer);
+    let (peer, destination) = match listener.proxy_protocol {
+        None => (accepted.peer, local),
+        Some(versions) => {
+            let read = proxy_header(&mut stream, versions, listener, &accepted, deadline);
+            match read.await {
+                Some(Header::Proxy {
+                    source,
+                    destination,
+                }) => (source, destination),
+                Some(Header::Local) => (accepted.peer, local),
+                None => return,
+            }
+        }
+    };
     let admission = &listener.admission;
-    let entered = accepted
-        .gate
-        .enter(accepted.peer.ip(), admission, Instant::now());
+    let entered = accepted.gate.enter(peer.ip(), admission, Instant::now());
     let accepted = Arc::new(Context {
-        peer: accepted.peer,
+        peer,
+        destination,
         listener: Arc::from(listener.name.as_str()),
+        listener_index: index,
         snapshot: accepted.snapshot,
         shared: accepted.runtime,
         guard: std::sync::Mutex::new(Some(accepted.guard)),
@@ -106,7 +133,6 @@ pub async fn serve(stream: TcpStream, accepted: Accepted) {
         requests: Default::default(),
     });
     debug!(peer = %accepted.peer, listener = %accepted.listener, "connection opened");
-    let mut stream = stream;
     let ticket = match entered {
         Ok(ticket) => ticket,
         Err(refusal) => {
@@ -118,7 +144,6 @@ pub async fn serve(stream: TcpStream, accepted: Accepted) {
     *accepted.ticket.lock().expect("not poisoned") = Some(ticket);
     // Small frames must not wait for Nagle's algorithm on either side.
     let _ = stream.set_nodelay(true);
-    let deadline = Instant::now() + snapshot.config.handshake_timeout;
     let limit = listener.max_header_bytes;
     match &snapshot.tls[index] {
         None => {
@@ -162,6 +187,44 @@ pub async fn serve(stream: TcpStream, accepted: Accepted) {
     }
 }
 
+/// Reads the PROXY protocol header that must start the connection; `None`
+/// when the connection is to be closed. There is no answer on failure:
+/// whatever sent this is no HTTP client, and the balancer in front must not
+/// mistake an answer for a backend's.
+async fn proxy_header(
+    stream: &mut TcpStream,
+    versions: ProxyProtocol,
+    listener: &config::Listener,
+    accepted: &Accepted,
+    deadline: Instant,
+) -> Option<Header> {
+    let peer = accepted.peer;
+    let failed = |reason: &'static str, detail: &dyn std::fmt::Display| {
+        if let Some(m) = &accepted.runtime.metrics {
+            m.proxy_protocol_error(&listener.name, reason);
+        }
+        info!(peer = %peer, listener = %listener.name, reason = %detail, "connection closed: PROXY protocol");
+        None
+    };
+    let from = &listener.proxy_protocol_from;
+    if !from.is_empty() && !Cidr::any_contains(from, peer.ip()) {
+        return failed("untrusted", &"peer not in proxy_protocol_from");
+    }
+    match timeout_at(deadline, proxy_protocol::read(stream, versions)).await {
+        Ok(Ok(header)) => Some(header),
+        Ok(Err(ReadError::Header(e))) => failed(e.reason(), &e),
+        Ok(Err(ReadError::Closed(true))) => {
+            debug!(peer = %peer, "closed before sending anything");
+            None
+        }
+        Ok(Err(e)) => failed("malformed", &e),
+        Err(_) => failed(
+            "timeout",
+            &"no PROXY protocol header in time (handshake_timeout)",
+        ),
+    }
+}
+
 /// Reads the request head, then lets hyper parse it and drive the upgrade.
 async fn serve_http<IO>(
     mut io: IO,
@@ -193,6 +256,7 @@ async fn serve_http<IO>(
             linger(&mut io).await;
             access_rejected(
                 &accepted,
+                accepted.peer,
                 None,
                 None,
                 408,
@@ -247,6 +311,7 @@ async fn reject_raw<IO: AsyncRead + AsyncWrite + Unpin>(
 ) {
     access_rejected(
         accepted,
+        accepted.peer,
         None,
         None,
         reject.status().as_u16(),
@@ -284,7 +349,7 @@ type ClientBody = Either<Either<Full<Bytes>, RefusalBody>, http_proxy::AnswerBod
 /// `http = "proxy"`, a request without `Upgrade: websocket` is proxied as
 /// plain HTTP; every other request goes through the upgrade.
 async fn answer<IO>(
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
     accepted: Arc<Context>,
     tls: bool,
 ) -> Response<ClientBody>
@@ -301,6 +366,7 @@ where
         let status = failure.status().as_u16();
         access_rejected(
             &accepted,
+            accepted.peer,
             None,
             Some(req.uri().path()),
             status,
@@ -309,8 +375,22 @@ where
         return failure.response().map(Either::Right);
     }
     if let Some(route_index) = plain_http_route(&req, &accepted) {
+        let trusted = &accepted.snapshot.config.listeners[accepted.listener_index].trusted_proxies;
+        let client = client_addr::resolve(accepted.peer, trusted, req.headers());
+        // A route's `auth` admits plain HTTP requests as it admits upgrades.
+        if let Some(auth) = &accepted.snapshot.config.routes[route_index].auth {
+            let forwarder = &accepted.shared.forwarder;
+            let metrics = accepted.shared.metrics.as_deref();
+            if let Err(denial) =
+                auth::admit(auth, &mut req, (client, tls), forwarder, metrics).await
+            {
+                let answer = denied(&accepted, &req, client, denial);
+                return answer.map(|body| Either::Left(Either::Left(body)));
+            }
+        }
         let client = http_proxy::Client {
-            peer: accepted.peer,
+            peer: client,
+            hop: accepted.peer,
             listener: accepted.listener.clone(),
             tls,
             metrics: accepted.shared.metrics.clone(),
@@ -359,6 +439,8 @@ where
     else {
         return rejected(&accepted, &req, Reject::NoRoute).map(Either::Left);
     };
+    // Owned: authentication may rewrite the request's headers.
+    let host = host.map(str::to_string);
     let route = &snapshot.config.routes[route_index];
     let checked = match handshake::check(&req, route) {
         Ok(checked) => checked,
@@ -375,14 +457,47 @@ where
     if let Err(refusal) = wait_for_admission(&accepted).await {
         return admission_refused(&accepted, &req, refusal).map(Either::Left);
     }
+    let trusted = &snapshot.config.listeners[accepted.listener_index].trusted_proxies;
+    let client = client_addr::resolve(accepted.peer, trusted, req.headers());
+    // Admission by identity: after the route, before any backend is chosen.
+    let admitted = match &route.auth {
+        None => Admitted::default(),
+        Some(auth) => match auth::admit(
+            auth,
+            &mut req,
+            (client, tls),
+            &accepted.shared.forwarder,
+            accepted.shared.metrics.as_deref(),
+        )
+        .await
+        {
+            Ok(admitted) => admitted,
+            Err(denial) => return denied(&accepted, &req, client, denial).map(Either::Left),
+        },
+    };
     let pool_index = snapshot.route_pool[route_index];
     let pool = &snapshot.config.pools[pool_index];
     let key = pool
         .sticky
         .as_ref()
-        .and_then(|sticky| affinity::key(sticky, req.headers(), req.uri(), accepted.peer));
+        .and_then(|sticky| affinity::key(sticky, req.headers(), req.uri(), client));
+    // The backend's X-Forwarded-For gains the hop this request came from.
+    let request = match pool.send_proxy_protocol {
+        None => upstream::backend_request(&req, accepted.peer, tls, &connection_id),
+        Some(version) => {
+            let mut request = Vec::new();
+            proxy_protocol::write(version, client, accepted.destination, &mut request);
+            request.extend_from_slice(&upstream::backend_request(
+                &req,
+                accepted.peer,
+                tls,
+                &connection_id,
+            ));
+            request
+        }
+    };
     let attempt = Attempt {
-        request: upstream::backend_request(&req, accepted.peer, tls, &connection_id),
+        request,
         client_key: &checked.key,
         offer: Offer::from_request(req.headers()),
         connect_timeout: route.limits.connect_timeout,
@@ -399,11 +514,22 @@ where
                 let host = req.headers().get(http::header::HOST);
                 let host = host.and_then(|h| h.to_str().ok());
                 let path = Some(req.uri().path());
-                access_rejected(&accepted, host, path, refusal.status.as_u16(), &reason);
+                let status = refusal.status.as_u16();
+                access_rejected(&accepted, client, host, path, status, &reason);
                 return refusal.into_response().map(Either::Right);
             }
         };
     let addr = lease.backend().addr();
+    if let Some(fallback) = admitted.protocol_fallback {
+        let name = http::header::SEC_WEBSOCKET_PROTOCOL;
+        if backend.protocol.is_none() {
+            backend
+                .response
+                .headers_mut()
+                .insert(&name, fallback.clone());
+            backend.protocol = Some(fallback);
+        }
+    }
     // A cookie naming the backend that served needs no new cookie;
     // anything else (none, unknown, forged, or naming a backend that failed
     // and was passed over) gets one, so the reconnect sticks to this one.
@@ -428,7 +554,7 @@ where
     let route_name = crate::metrics::route_label(route);
     let access = AccessInfo {
         listener: accepted.listener.clone(),
-        host: host.unwrap_or("-").to_string(),
+        host: host.unwrap_or_else(|| "-".to_string()),
         path: req.uri().path().to_string(),
         route: route_name.clone(),
         subprotocol: backend
@@ -437,6 +563,7 @@ where
             .and_then(|p| p.to_str().ok())
             .unwrap_or("-")
             .to_string(),
+        user: admitted.subject,
     };
     let meter = accepted.shared.metrics.as_ref().map(|m| {
         let labels = ConnectionLabels {
@@ -446,7 +573,7 @@ where
         };
         m.upgraded(labels, started.elapsed())
     });
-    debug!(peer = %accepted.peer, backend = %addr, elapsed = ?started.elapsed(), "upgraded");
+    debug!(client = %client, backend = %addr, elapsed = ?started.elapsed(), "upgraded");
     // The task keeps only what the relay needs, not the whole answer.
     let upstream::Upgraded {
         stream,
@@ -456,13 +583,14 @@ where
         protocol: _,
     } = backend;
     let handover = Handover {
-        peer: accepted.peer,
+        peer: client,
         backend_addr: addr,
         backend_stream: stream,
         backend_pre: pre_read,
         settings: relay::Settings {
             limits: route.limits,
             deflate,
+            expires_at: admitted.expires_at,
         },
         stop: shutdown::close_time(lease.backend().drain_signal()),
         meter,
@@ -663,6 +791,7 @@ where
         route = %a.route,
         backend = %h.backend_addr,
         subprotocol = %a.subprotocol,
+        user = a.user.as_deref().unwrap_or("-"),
         status = 101,
         duration_ms = relay_started.elapsed().as_millis() as u64,
         messages_in = end.client_to_backend.messages,
@@ -691,14 +820,45 @@ fn join(first: Bytes, second: Bytes) -> Bytes {
     }
 }
 
+/// Answers a request its route's authentication refused.
+fn denied(
+    accepted: &Context,
+    req: &Request<Incoming>,
+    client: SocketAddr,
+    denial: Denial,
+) -> Response<Full<Bytes>> {
+    let host = req
+        .headers()
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok());
+    if let Some(m) = &accepted.shared.metrics {
+        m.rejected(denial.status.as_u16());
+    }
+    info!(
+        target: "wsgate::access",
+        client = %client,
+        listener = %accepted.listener,
+        host = host.unwrap_or("-"),
+        path = req.uri().path(),
+        status = denial.status.as_u16(),
+        reason = denial.reason.message(),
+        "rejected"
+    );
+    denial.response()
+}
+
 fn rejected(accepted: &Context, req: &Request<Incoming>, reject: Reject) -> Response<Full<Bytes>> {
     let host = req
         .headers()
         .get(http::header::HOST)
         .and_then(|h| h.to_str().ok());
     let status = reject.status().as_u16();
+    // The client behind trusted forwarders, as a relayed connection's line.
+    let trusted = &accepted.snapshot.config.listeners[accepted.listener_index].trusted_proxies;
+    let client = client_addr::resolve(accepted.peer, trusted, req.headers());
     access_rejected(
         accepted,
+        client,
         host,
         Some(req.uri().path()),
         status,
@@ -710,6 +870,7 @@ fn rejected(accepted: &Context, req: &Request<Incoming>, reject: Reject) -> Resp
 /// Counts a refused request and writes its access-log line.
 fn access_rejected(
     accepted: &Context,
+    client: SocketAddr,
     host: Option<&str>,
     path: Option<&str>,
     status: u16,
@@ -720,7 +881,7 @@ fn access_rejected(
     }
     info!(
         target: "wsgate::access",
-        client = %accepted.peer,
+        client = %client,
         listener = %accepted.listener,
         host = host.unwrap_or("-"),
         path = path.unwrap_or("-"),

@@ -1,8 +1,10 @@
 //! wsgate: a reverse proxy and load balancer for WebSocket traffic.
 //!
 //! The modules follow the path of one connection: [`server`] accepts it,
-//! [`connection`] lets it in ([`admission`]), takes it through [`tls`] and the [`handshake`] checks,
-//! [`route`] picks a route, [`affinity`] reads its sticky key, [`balance`]
+//! [`connection`] lets it in ([`admission`]), reads a [`proxy_protocol`] header where the listener
+//! wants one, takes it through [`tls`] and the [`handshake`] checks,
+//! [`route`] picks a route, [`client_addr`] names the client behind trusted
+//! forwarders, [`auth`] admits it or not, [`affinity`] reads its sticky key, [`balance`]
 //! orders the backends, [`upstream`] upgrades one (both sides check the
 //! opening handshake with the leaf [`rfc6455`]), and [`relay`] carries
 //! frames ([`frame`]) until the close ([`close`]), writing the messages
@@ -21,6 +23,8 @@
 
 pub mod server;
 
+pub mod proxy_protocol;
+
 pub mod connection;
 
 pub mod admission;
@@ -30,6 +34,10 @@ pub mod tls;
 pub mod handshake;
 
 pub mod route;
+
+pub mod client_addr;
+
+pub mod auth;
 
 pub mod affinity;
 

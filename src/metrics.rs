@@ -137,6 +137,18 @@ struct ListenerLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AuthLabels {
+    method: &'static str,
+    result: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProxyProtocolLabels {
+    listener: String,
+    reason: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BackendLabels {
     pool: String,
     backend: String,
@@ -159,6 +171,9 @@ pub struct Metrics {
     handshake_seconds: Histogram,
     connection_seconds: Histogram,
     log_lines_dropped: Counter,
+    auth: Family<AuthLabels, Counter>,
+    forward_auth_seconds: Histogram,
+    proxy_protocol_errors: Family<ProxyProtocolLabels, Counter>,
     publishes: Family<ResultLabels, Counter>,
     deliveries: Counter,
     overflows: Counter,
@@ -225,6 +240,10 @@ impl Metrics {
             // 1 s .. 4^10 s (about 12 days): WebSocket connections live for hours.
             connection_seconds: Histogram::new(exponential_buckets(1.0, 4.0, 11)),
             log_lines_dropped: Counter::default(),
+            auth: Family::default(),
+            // 0.5 ms .. ~8 s: a local service to one at its timeout.
+            forward_auth_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 15)),
+            proxy_protocol_errors: Family::default(),
             publishes: Family::default(),
             deliveries: Counter::default(),
             overflows: Counter::default(),
@@ -308,6 +327,21 @@ impl Metrics {
         );
         m.admission.register(&mut registry);
         registry.register(
+            "wsgate_auth",
+            "Route authentication decisions, by method (jwt, forward) and result (admitted or the reason)",
+            m.auth.clone(),
+        );
+        registry.register(
+            "wsgate_forward_auth_duration_seconds",
+            "Time to the authentication service's answer, or to its timeout",
+            m.forward_auth_seconds.clone(),
+        );
+        registry.register(
+            "wsgate_proxy_protocol_errors",
+            "Connections closed for a missing, malformed or untrusted PROXY protocol header",
+            m.proxy_protocol_errors.clone(),
+        );
+        registry.register(
             "wsgate_push_publishes",
             "Publish requests, by result (ok, rejected, cluster_unavailable)",
             m.publishes.clone(),
@@ -361,6 +395,28 @@ impl Metrics {
                 .inc_by(0);
         }
         Metrics { registry, ..m }
+    }
+
+    /// A route's authentication decided: `result` is `admitted` or the
+    /// reason of the refusal.
+    pub fn auth(&self, method: &'static str, result: &'static str) {
+        self.auth
+            .get_or_create(&AuthLabels { method, result })
+            .inc();
+    }
+
+    /// A forward-auth request took `elapsed`.
+    pub fn forward_auth(&self, elapsed: Duration) {
+        self.forward_auth_seconds.observe(elapsed.as_secs_f64());
+    }
+
+    /// A connection on `listener` was closed for its PROXY header.
+    pub fn proxy_protocol_error(&self, listener: &str, reason: &'static str) {
+        let labels = ProxyProtocolLabels {
+            listener: listener.to_string(),
+            reason,
+        };
+        self.proxy_protocol_errors.get_or_create(&labels).inc();
     }
 
     /// A publish request ended with `result` (`ok`, `rejected` or

@@ -180,6 +180,7 @@ mod tests {
             allowed_origins: None,
             tags: None,
             limits: Limits::default(),
+            auth: None,
         }
     }
 

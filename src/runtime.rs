@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
+use crate::auth::forward::Forwarder;
 use crate::metrics::Metrics;
 use crate::push::Hub;
 use crate::shutdown::Tracker;
@@ -25,6 +26,9 @@ pub struct Runtime {
     /// Counters and histograms; kept only when there is an admin listener
     /// to expose them.
     pub(crate) metrics: Option<Arc<Metrics>>,
+    /// The client of routes' forward-auth services; its kept-alive
+    /// connections outlive reloads.
+    pub(crate) forwarder: Forwarder,
     /// This instance's pushable connections.
     pub hub: Arc<Hub>,
     /// Idle keep-alive connections to backends, for proxied HTTP.

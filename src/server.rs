@@ -141,6 +141,7 @@ impl Server {
             registry,
             tracker: Arc::default(),
             metrics: admin.is_some().then(|| Arc::new(Metrics::new())),
+            forwarder: crate::auth::forward::Forwarder::new(),
             hub,
             http: Arc::default(),
         });

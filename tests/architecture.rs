@@ -13,9 +13,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 /// Where a connection starts; the data path is everything these reach.
-const DATA_PATH: [&str; 13] = [
+const DATA_PATH: [&str; 16] = [
     "connection",
     "admission",
+    "proxy_protocol",
+    "client_addr",
+    "auth",
     "tls",
     "handshake",
     "route",

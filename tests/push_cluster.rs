@@ -4,7 +4,7 @@
 //! heartbeat bound, and a Redis restart makes publishes answer 503 until
 //! it is back while local delivery goes on.
 //!
-//! Needs `redis-server` on PATH (`.ci/run` installs it).
+//! Needs `redis-server`: installed from Debian when missing (`tools` kit).
 
 mod common;
 
@@ -13,7 +13,7 @@ use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::{raw_request, within, Binary, RawAnswer, RawWs, TempDir};
+use common::{raw_request, require_program, within, Binary, RawAnswer, RawWs, TempDir};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
@@ -27,6 +27,7 @@ struct Redis {
 
 impl Redis {
     async fn start_on(port: u16) -> Redis {
+        require_program("redis-server", "redis-server");
         let mut redis = Redis {
             child: Command::new("redis-server")
                 .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])

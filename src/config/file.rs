@@ -131,6 +131,12 @@ pub struct Listener {
     pub max_header_bytes: Option<Spanned<RawSize>>,
     /// Absent for plain ws://.
     pub tls: Option<Spanned<Tls>>,
+    /// `v1`, `v2` or `any`.
+    pub proxy_protocol: Option<Spanned<String>>,
+    /// Address ranges.
+    pub proxy_protocol_from: Option<Spanned<Vec<Spanned<String>>>>,
+    /// Address ranges.
+    pub trusted_proxies: Option<Spanned<Vec<Spanned<String>>>>,
     /// Duration.
     pub keepalive_timeout: Option<Spanned<RawDuration>>,
     /// Limits per client address (admission control).
@@ -220,6 +226,8 @@ pub struct Route {
     pub ping_interval: Option<Spanned<RawDuration>>,
     /// Duration.
     pub ping_timeout: Option<Spanned<RawDuration>>,
+    /// `{ jwt = {...} }` or `{ forward = {...} }`.
+    pub auth: Option<Spanned<Auth>>,
     /// Duration; "0s": off.
     pub max_lifetime: Option<Spanned<RawDuration>>,
     /// Client-to-backend data messages per second.
@@ -234,6 +242,52 @@ pub struct Route {
     pub max_request_body_bytes: Option<Spanned<RawSize>>,
     /// Duration.
     pub response_timeout: Option<Spanned<RawDuration>>,
+}
+
+/// A route's `auth` table: exactly one of its keys.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Auth {
+    /// Token checks by the proxy.
+    pub jwt: Option<Spanned<Jwt>>,
+    /// An authentication service.
+    pub forward: Option<Spanned<Forward>>,
+}
+
+/// `auth.jwt`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Jwt {
+    /// `env:NAME` or `file:PATH`.
+    pub secret: Option<Spanned<String>>,
+    /// A JWKS file's path.
+    pub keys: Option<Spanned<String>>,
+    /// Required `iss`.
+    pub issuer: Option<Spanned<String>>,
+    /// Required `aud`.
+    pub audience: Option<Spanned<String>>,
+    /// Duration.
+    pub leeway: Option<Spanned<RawDuration>>,
+    /// `header:NAME`, `query:NAME`, `cookie:NAME` or `protocol`.
+    pub token: Option<Spanned<String>>,
+    /// Claim name to header name.
+    pub forward_claims: Option<Spanned<std::collections::BTreeMap<String, Spanned<String>>>>,
+    /// `close` or `ignore`.
+    pub on_expiry: Option<Spanned<String>>,
+}
+
+/// `auth.forward`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Forward {
+    /// The service's URL, required.
+    pub url: Option<Spanned<String>>,
+    /// Duration.
+    pub timeout: Option<Spanned<RawDuration>>,
+    /// Header names.
+    pub request_headers: Option<Spanned<Vec<Spanned<String>>>>,
+    /// Header names.
+    pub response_headers: Option<Spanned<Vec<Spanned<String>>>>,
 }
 
 /// `[[pool]]`.
@@ -256,6 +310,8 @@ pub struct Pool {
     pub health_check: Option<Spanned<HealthCheck>>,
     /// Required, at least one.
     pub backends: Option<Spanned<Vec<Spanned<Backend>>>>,
+    /// `v1` or `v2`.
+    pub send_proxy_protocol: Option<Spanned<String>>,
     /// Count, 0 or more.
     pub max_idle_per_backend: Option<Spanned<i64>>,
 }

@@ -28,6 +28,7 @@
 //!    have; docs/configuration.md and config.example.toml for the key.
 
 mod admission;
+mod auth;
 mod keys;
 mod listener;
 mod pool;

@@ -28,8 +28,10 @@ use crate::{affinity, rfc6455};
 /// What an HTTP request knows about its client connection.
 #[derive(Debug, Clone)]
 pub struct Client {
-    /// The client's address.
+    /// The client's address (behind trusted forwarders, the one they name).
     pub peer: SocketAddr,
+    /// The address the request came from, which `X-Forwarded-For` gains.
+    pub hop: SocketAddr,
     /// The listener's name.
     pub listener: Arc<str>,
     /// Whether the client connection is TLS (`X-Forwarded-Proto: https`).
@@ -425,7 +427,7 @@ impl Exchange<'_> {
             headers: parts.headers,
         };
         strip_hop_by_hop(&mut out.headers);
-        add_forwarded(&mut out.headers, self.client.peer, self.client.tls);
+        add_forwarded(&mut out.headers, self.client.hop, self.client.tls);
         let state = Arc::new(UploadState::default());
         let balancer = &self.snapshot.balancers[self.pool_index];
         let mut body = Some(body);

@@ -44,6 +44,9 @@ pub struct Settings {
     pub limits: Limits,
     /// `permessage-deflate` was negotiated.
     pub deflate: bool,
+    /// When the client's token expires: close 1008 to it, 1001 to the
+    /// backend, at a frame boundary like the proxy's other closes.
+    pub expires_at: Option<Instant>,
 }
 
 /// Re-exported because [`run`] returns them.
@@ -246,6 +249,9 @@ impl Relay {
         };
         let now = Instant::now();
         let mut life = Lifecycle::new(settings.limits, meter.is_some(), now);
+        if let Some(at) = settings.expires_at {
+            life.expire_at(at);
+        }
         if !settings.limits.max_lifetime.is_zero() {
             life.end_of_life(now + spread(settings.limits.max_lifetime));
         }
@@ -491,6 +497,11 @@ impl Relay {
             Some(Due::CloseBoth(code, reason)) => {
                 self.c2b.close_with(code, reason);
                 self.b2c.close_with(code, reason);
+            }
+            Some(Due::TokenExpired) => {
+                self.b2c
+                    .close_with(CloseCode::POLICY_VIOLATION, "token expired");
+                self.c2b.close_with(CloseCode::GOING_AWAY, "token expired");
             }
             Some(Due::Ping) => {
                 let token = pump::ping_token();

@@ -17,7 +17,8 @@ use toml::Spanned;
 use super::values::is_dns_name;
 use super::{file, optional, Checker};
 use crate::config::{
-    Admin, CertPair, Listener, SniCert, Tls, DEFAULT_KEEPALIVE_TIMEOUT, DEFAULT_MAX_HEADER_BYTES,
+    Admin, CertPair, Cidr, Listener, ProxyProtocol, SniCert, Tls, DEFAULT_KEEPALIVE_TIMEOUT,
+    DEFAULT_MAX_HEADER_BYTES,
 };
 
 impl Checker<'_> {
@@ -89,6 +90,32 @@ impl Checker<'_> {
                 .and_then(|b| usize::try_from(b).ok()),
         };
         let tls = optional(&l.tls, |t| self.tls(&format!("{path}.tls"), t));
+        let proxy_protocol = optional(&l.proxy_protocol, |v| {
+            let accepted = match v.get_ref().as_str() {
+                "v1" => ProxyProtocol::V1,
+                "v2" => ProxyProtocol::V2,
+                "any" => ProxyProtocol::Any,
+                other => {
+                    let message = format!(
+                        "unknown PROXY protocol {other:?}; write \"v1\", \"v2\" or \"any\""
+                    );
+                    self.report(format!("{path}.proxy_protocol"), Some(v.span()), message);
+                    return None;
+                }
+            };
+            Some(accepted)
+        });
+        let from = self.cidrs(
+            &format!("{path}.proxy_protocol_from"),
+            &l.proxy_protocol_from,
+        );
+        if let (Some(list), None) = (&l.proxy_protocol_from, &l.proxy_protocol) {
+            let message = "proxy_protocol_from has no effect without proxy_protocol; \
+                           set proxy_protocol = \"v2\" (or \"v1\", \"any\"), or remove it";
+            let key = format!("{path}.proxy_protocol_from");
+            self.report(key, Some(list.span()), message.to_string());
+        }
+        let trusted_proxies = self.cidrs(&format!("{path}.trusted_proxies"), &l.trusted_proxies);
         let admission = self.listener_admission(&path, l);
         let keepalive_timeout = match &l.keepalive_timeout {
             None => Some(DEFAULT_KEEPALIVE_TIMEOUT),
@@ -99,9 +126,38 @@ impl Checker<'_> {
             bind: bind?,
             max_header_bytes: max_header_bytes?,
             tls: tls?,
+            proxy_protocol: proxy_protocol?,
+            proxy_protocol_from: from?,
+            trusted_proxies: trusted_proxies?,
             admission: admission?,
             keepalive_timeout: keepalive_timeout?,
         })
+    }
+
+    /// A list of address ranges; absent: empty.
+    fn cidrs(
+        &mut self,
+        path: &str,
+        list: &Option<Spanned<Vec<Spanned<String>>>>,
+    ) -> Option<Vec<Cidr>> {
+        let Some(list) = list else {
+            return Some(Vec::new());
+        };
+        let checked: Vec<Option<Cidr>> = (list.get_ref().iter().enumerate())
+            .map(|(k, v)| {
+                let parsed = Cidr::parse(v.get_ref());
+                if parsed.is_none() {
+                    let message = format!(
+                        "{:?} is not an address range; write e.g. \"10.0.0.0/8\", \
+                         \"fd00::/8\" or a single address",
+                        v.get_ref()
+                    );
+                    self.report(format!("{path}[{k}]"), Some(v.span()), message);
+                }
+                parsed
+            })
+            .collect();
+        checked.into_iter().collect()
     }
 
     pub(super) fn tls(&mut self, path: &str, tls: &Spanned<file::Tls>) -> Option<Tls> {

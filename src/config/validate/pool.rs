@@ -9,7 +9,7 @@ use toml::Spanned;
 
 use super::{file, optional, Checker};
 use crate::config::{
-    Backend, Balance, HealthCheck, HealthCheckKind, Pool, Sticky, StickySource,
+    Backend, Balance, HealthCheck, HealthCheckKind, Pool, ProxyVersion, Sticky, StickySource,
     DEFAULT_MAX_IDLE_PER_BACKEND,
 };
 
@@ -69,6 +69,20 @@ impl Checker<'_> {
             self.health_check(&format!("{path}.health_check"), h)
         });
         let backends = self.backends(&path, pool.span(), p);
+        let send_proxy_protocol = optional(&p.send_proxy_protocol, |v| {
+            let version = match v.get_ref().as_str() {
+                "v1" => ProxyVersion::V1,
+                "v2" => ProxyVersion::V2,
+                other => {
+                    let message =
+                        format!("unknown PROXY protocol version {other:?}; write \"v1\" or \"v2\"");
+                    let key = format!("{path}.send_proxy_protocol");
+                    self.report(key, Some(v.span()), message);
+                    return None;
+                }
+            };
+            Some(version)
+        });
         let slow_start = match &p.slow_start {
             None => Some(Duration::ZERO),
             Some(v) => self.duration(&format!("{path}.slow_start"), v),
@@ -87,6 +101,7 @@ impl Checker<'_> {
             hash_balance_factor: hash_balance_factor?,
             health_check: health_check?,
             backends: backends?,
+            send_proxy_protocol: send_proxy_protocol?,
             slow_start: slow_start?,
             rebalance: rebalance?,
             max_idle_per_backend: max_idle_per_backend?,

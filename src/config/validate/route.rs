@@ -51,6 +51,7 @@ impl Checker<'_> {
         let tags = optional(&r.tags, |t| self.tags(&format!("{path}.tags"), t));
         let mut limits = defaults;
         self.limits(&path, &limit_keys_of_route(r), &mut limits);
+        let auth = optional(&r.auth, |a| self.auth(&format!("{path}.auth"), a));
         Some(Route {
             listener: listener?,
             host: host?,
@@ -60,6 +61,7 @@ impl Checker<'_> {
             allowed_origins: allowed_origins?,
             tags: tags?,
             limits,
+            auth: auth?,
         })
     }
 

@@ -3,6 +3,7 @@
 
 mod admission;
 mod http;
+mod identity;
 mod keys;
 mod listener;
 mod pool;
@@ -180,6 +181,8 @@ fn example_file_commented_examples_parse() {
     for stem in ["server", "chat", "api"] {
         dir.cert(&format!("certs/{stem}"), &[&format!("{stem}.example.com")]);
     }
+    std::fs::create_dir(dir.0.join("secrets")).unwrap();
+    std::fs::write(dir.0.join("secrets/jwt"), "example secret").unwrap();
     std::fs::write(dir.0.join("publish.token"), "s3cret\n").unwrap();
     let config = parse(&uncommented.join("\n"), &dir.0, "uncommented").unwrap();
     let counts = (
@@ -187,7 +190,7 @@ fn example_file_commented_examples_parse() {
         config.routes.len(),
         config.pools.len(),
     );
-    assert_eq!(counts, (2, 4, 2));
+    assert_eq!(counts, (3, 6, 2));
     assert!(config.publish.is_some() && config.cluster.is_some());
     assert_eq!(config.listeners[1].tls.as_ref().unwrap().sni.len(), 2);
 }
