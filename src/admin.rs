@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
-use http_body_util::Full;
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -18,6 +18,7 @@ use tokio::net::TcpListener;
 use tracing::{debug, info};
 
 use crate::config::{Balance, HostPattern};
+use crate::dashboard::{self, AdminBody};
 use crate::server::Shared;
 
 /// Serves admin requests on `listener` until the process ends.
@@ -25,6 +26,7 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
     if let Ok(addr) = listener.local_addr() {
         info!(%addr, "admin listening");
     }
+    dashboard::Dashboard::start(&shared);
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             continue;
@@ -33,7 +35,7 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
         tokio::spawn(async move {
             let service = service_fn(move |req| {
                 let shared = shared.clone();
-                async move { Ok::<_, Infallible>(answer(req, &shared).await) }
+                async move { Ok::<_, Infallible>(dispatch(req, &shared).await) }
             });
             if let Err(e) = http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), service)
@@ -43,6 +45,17 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
             }
         });
     }
+}
+
+/// The token check first, then the dashboard's endpoints, then the rest.
+async fn dispatch(req: Request<Incoming>, shared: &Arc<Shared>) -> Response<AdminBody> {
+    if let Some(denied) = dashboard::refusal(&req, shared) {
+        return denied;
+    }
+    if let Some(resp) = dashboard::answer(&req, shared).await {
+        return resp;
+    }
+    answer(req, shared).await.map(BodyExt::boxed)
 }
 
 async fn answer(req: Request<Incoming>, shared: &Arc<Shared>) -> Response<Full<Bytes>> {
@@ -77,7 +90,7 @@ async fn answer(req: Request<Incoming>, shared: &Arc<Shared>) -> Response<Full<B
         }
         _ => text(
             StatusCode::NOT_FOUND,
-            "not found: try /healthz, /readyz, /metrics, /status or POST /reload\n",
+            "not found: try /, /healthz, /readyz, /metrics, /status or POST /reload\n",
         ),
     }
 }
@@ -120,6 +133,7 @@ fn status(shared: &Shared) -> serde_json::Value {
                         "max_connections": b.max_connections,
                         "up": state.is_up(now),
                         "draining": state.is_draining(),
+                        "drained_by_admin": shared.registry.is_held(&pool.name, b.addr),
                         "active": state.active(),
                     }))
                 })

@@ -16,7 +16,7 @@
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::config::{self, Balance, StickySource};
@@ -121,6 +121,17 @@ pub struct BackendState {
     /// when" share one word so a reader never sees one without the other.
     down_until: AtomicU64,
     draining: AtomicBool,
+    /// The last active health check, for the dashboard.
+    last_check: Mutex<Option<CheckResult>>,
+}
+
+/// The outcome of one active health check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckResult {
+    /// When it finished.
+    pub at: Instant,
+    /// Why it failed; `None` when it passed.
+    pub error: Option<String>,
 }
 
 impl BackendState {
@@ -133,6 +144,7 @@ impl BackendState {
             active: AtomicU32::new(0),
             down_until: AtomicU64::new(0),
             draining: AtomicBool::new(false),
+            last_check: Mutex::new(None),
         }
     }
 
@@ -168,6 +180,21 @@ impl BackendState {
     /// Starts or stops draining.
     pub fn set_draining(&self, draining: bool) {
         self.draining.store(draining, Ordering::Relaxed);
+    }
+
+    /// Records an active health check that finished now (`error` is
+    /// `None` when it passed). Marking up or down stays with the caller.
+    pub fn record_check(&self, error: Option<String>) {
+        let result = CheckResult {
+            at: Instant::now(),
+            error,
+        };
+        *self.last_check.lock().expect("not poisoned") = Some(result);
+    }
+
+    /// The last active health check, if the pool has checks and one ran.
+    pub fn last_check(&self) -> Option<CheckResult> {
+        self.last_check.lock().expect("not poisoned").clone()
     }
 
     /// Marks the backend up, e.g. after a passing health check.

@@ -60,6 +60,7 @@ async fn run(pool: String, state: Arc<BackendState>, check: HealthCheck) {
     loop {
         ticker.tick().await;
         let result = probe(state.addr(), &check.kind, check.timeout).await;
+        state.record_check(result.as_ref().err().cloned());
         match &result {
             Ok(()) => state.mark_up(),
             Err(_) => state.mark_down(),

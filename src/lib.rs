@@ -42,6 +42,8 @@ pub mod shutdown;
 
 pub mod admin;
 
+pub mod dashboard;
+
 pub mod metrics;
 
 pub mod echo;

@@ -220,6 +220,16 @@ impl Metrics {
         out
     }
 
+    /// The text exposition as the counters stand, without refreshing the
+    /// backend gauges that [`Metrics::render`] reads from a snapshot (the
+    /// dashboard reads those from the live state itself).
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String cannot fail");
+        out
+    }
+
     /// A handshake refused with `status`.
     pub fn rejected(&self, status: u16) {
         self.rejections

@@ -49,6 +49,9 @@ impl ReloadError {
 pub async fn reload(shared: &Arc<Shared>) -> Result<u64, ReloadError> {
     let _one_at_a_time = shared.reload_lock.lock().await;
     let result = apply_file(shared).await;
+    shared
+        .dashboard
+        .record_reload(result.as_ref().map(|v| *v).map_err(ReloadError::messages));
     match &result {
         Ok(version) => {
             if let Some(m) = &shared.metrics {

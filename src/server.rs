@@ -17,6 +17,7 @@ use tracing::{error, info, warn};
 
 use crate::config::Config;
 use crate::connection::{self, Accepted};
+use crate::dashboard::Dashboard;
 use crate::health::HealthChecks;
 use crate::metrics::Metrics;
 use crate::relay::CLOSE_GRACE;
@@ -62,6 +63,8 @@ pub struct Shared {
     /// Counters and histograms; kept only when there is an admin listener
     /// to expose them.
     pub metrics: Option<Arc<Metrics>>,
+    /// The admin dashboard's history, reload log and viewers.
+    pub dashboard: Dashboard,
     /// Accept loops by listener key (configured address).
     listeners: Mutex<HashMap<ListenerKey, Bound>>,
     health: Mutex<HealthChecks>,
@@ -97,6 +100,7 @@ impl Server {
             admin_addr: admin.as_ref().and_then(|a| a.local_addr().ok()),
             reload_lock: tokio::sync::Mutex::new(()),
             metrics: admin.is_some().then(|| Arc::new(Metrics::new())),
+            dashboard: Dashboard::default(),
             listeners: Mutex::default(),
             health: Mutex::default(),
         });

@@ -124,6 +124,9 @@ pub struct Registry {
 struct Entry {
     state: Arc<BackendState>,
     drain: watch::Sender<Option<Drain>>,
+    /// Drained through the admin API while still configured: stays
+    /// draining across reloads that keep it, until released.
+    held: bool,
 }
 
 impl Entry {
@@ -131,6 +134,7 @@ impl Entry {
         Entry {
             state: Arc::new(BackendState::new(addr)),
             drain: watch::Sender::new(shutdown),
+            held: false,
         }
     }
 }
@@ -155,7 +159,7 @@ impl Registry {
                 let entry = entries
                     .entry(key)
                     .or_insert_with(|| Entry::new(b.addr, shutdown));
-                if entry.state.is_draining() && shutdown.is_none() {
+                if entry.state.is_draining() && shutdown.is_none() && !entry.held {
                     entry.state.set_draining(false);
                     entry.drain = watch::Sender::new(None);
                 }
@@ -204,10 +208,18 @@ impl Registry {
             .flat_map(|p| p.backends.iter().map(move |b| (p.name.as_str(), b.addr)))
             .collect();
         let mut entries = self.lock();
-        entries.retain(|_, e| !(e.state.is_draining() && e.state.active() == 0));
+        entries.retain(|(pool, addr), e| {
+            let idle = e.state.is_draining() && e.state.active() == 0;
+            !idle || (e.held && kept.contains(&(pool.as_str(), *addr)))
+        });
         let mut started = Vec::new();
-        for ((pool, addr), entry) in entries.iter() {
-            if kept.contains(&(pool.as_str(), *addr)) || entry.state.is_draining() {
+        for ((pool, addr), entry) in entries.iter_mut() {
+            if kept.contains(&(pool.as_str(), *addr)) {
+                continue;
+            }
+            // Removed from the file: an admin drain becomes a removal.
+            entry.held = false;
+            if entry.state.is_draining() {
                 continue;
             }
             entry.state.set_draining(true);
@@ -217,11 +229,57 @@ impl Registry {
         started
     }
 
-    /// Backends of `pool` that are draining, with their live state.
+    /// Drains backend `addr` of `pool` exactly as a reload that removes it
+    /// would (its connections close by the end of `drain`, spread over the
+    /// last quarter), but keeps it in the pool, draining, across reloads
+    /// that keep it, until [`Registry::release_drained`]. Returns whether
+    /// a drain started now (false: unknown, or draining already).
+    pub fn hold_drained(&self, pool: &str, addr: SocketAddr, drain: Drain) -> bool {
+        let mut entries = self.lock();
+        let Some(entry) = entries.get_mut(&(pool.to_string(), addr)) else {
+            return false;
+        };
+        entry.held = true;
+        if entry.state.is_draining() {
+            return false;
+        }
+        entry.state.set_draining(true);
+        entry.drain.send_replace(Some(drain));
+        true
+    }
+
+    /// Returns a backend drained by [`Registry::hold_drained`] to service,
+    /// as a reload that adds it back would: new connections may go to it.
+    /// Connections that were open during the drain were already told when
+    /// to close and keep that moment. Returns whether it was held. Does
+    /// nothing during shutdown, or to a backend a reload removed.
+    pub fn release_drained(&self, pool: &str, addr: SocketAddr) -> bool {
+        let shutdown = *self.shutdown.lock().expect("not poisoned");
+        let mut entries = self.lock();
+        let Some(entry) = entries.get_mut(&(pool.to_string(), addr)) else {
+            return false;
+        };
+        let held = std::mem::replace(&mut entry.held, false);
+        if held && shutdown.is_none() {
+            entry.state.set_draining(false);
+            entry.drain = watch::Sender::new(None);
+        }
+        held
+    }
+
+    /// Whether backend `addr` of `pool` is drained through the admin API.
+    pub fn is_held(&self, pool: &str, addr: SocketAddr) -> bool {
+        self.lock()
+            .get(&(pool.to_string(), addr))
+            .is_some_and(|e| e.held)
+    }
+
+    /// Backends of `pool` that are draining because a reload removed
+    /// them, with their live state.
     pub fn draining(&self, pool: &str) -> Vec<Arc<BackendState>> {
         self.lock()
             .iter()
-            .filter(|((p, _), e)| p == pool && e.state.is_draining())
+            .filter(|((p, _), e)| p == pool && e.state.is_draining() && !e.held)
             .map(|(_, e)| e.state.clone())
             .collect()
     }

@@ -40,6 +40,31 @@ pub struct Config {
 pub struct Admin {
     /// Address the admin HTTP listener binds.
     pub bind: SocketAddr,
+    /// The bearer token admin requests must carry (see
+    /// `dashboard::auth`), read from the environment or a file at load.
+    pub token: Option<Secret>,
+}
+
+/// A secret read at load time; `Debug` never shows it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret value.
+    pub fn new(value: String) -> Secret {
+        Secret(value)
+    }
+
+    /// The secret itself, for comparing with what a request offers.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(..)")
+    }
 }
 
 /// One `[[listener]]`.

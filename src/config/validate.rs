@@ -243,7 +243,7 @@ impl Checker<'_> {
             "bind = \"127.0.0.1:9900\"",
         )?;
         let bind = self.socket_addr("admin.bind", bind)?;
-        Some(Admin { bind })
+        Some(Admin { bind, token: None })
     }
 
     /// Two binds on one port collide when the addresses are equal or one is
