@@ -176,6 +176,7 @@ mod tests {
             }),
             path_prefix: prefix.to_string(),
             pool: "p".to_string(),
+            pool_index: 0,
             allowed_origins: None,
             limits: Limits::default(),
         }

@@ -41,17 +41,7 @@ impl Snapshot {
     /// every reference, so nothing here can fail.
     pub fn new(config: Config, version: u64, registry: &Registry) -> Snapshot {
         let routes = RouteTable::new(&config.routes);
-        let route_pool = config
-            .routes
-            .iter()
-            .map(|r| {
-                config
-                    .pools
-                    .iter()
-                    .position(|p| p.name == r.pool)
-                    .expect("validation checked every route's pool")
-            })
-            .collect();
+        let route_pool = config.routes.iter().map(|r| r.pool_index).collect();
         let tls = config
             .listeners
             .iter()

@@ -1,5 +1,6 @@
 //! The real binary: `wsgate check` on good and bad files, `--version`, and
-//! `wsgate demo` answering on ws://127.0.0.1:8080/echo.
+//! `wsgate demo` answering on ws://127.0.0.1:8080/echo; the same report of
+//! every configuration problem from `POST /reload`.
 
 mod common;
 
@@ -84,6 +85,71 @@ backends = [{ addr = "127.0.0.1:9" }]
         "{out}"
     );
     assert!(out.contains("line 8") && out.contains("line 11"), "{out}");
+}
+
+/// A misspelt key, a size with a unit, a duration without one and a route
+/// naming a missing pool.
+const FOUR_PROBLEMS: &str = r#"[admin]
+bind = "127.0.0.1:0"
+
+[defaults]
+idle_timeout = 30
+
+[[listener]]
+name = "main"
+bind = "127.0.0.1:0"
+
+[[route]]
+path_prefix = "/"
+pool = "chats"
+max_mesage_bytes = 1024
+max_frame_bytes = "64KiB"
+
+[[pool]]
+name = "chat"
+backends = [{ addr = "127.0.0.1:9" }]
+"#;
+
+/// Each problem of `FOUR_PROBLEMS` as `line N: key path: hint`.
+const FOUR_PROBLEMS_REPORTED: [&str; 4] = [
+    "line 5: defaults.idle_timeout: 30 has no unit; durations are strings with a unit: \"30s\"",
+    "line 13: route[0].pool: no pool is named \"chats\"; the pools are: chat",
+    "line 14: route[0].max_mesage_bytes: unknown key `max_mesage_bytes`; did you mean `max_message_bytes`?",
+    "line 15: route[0].max_frame_bytes: \"64KiB\" is a string; sizes are whole bytes: 65536",
+];
+
+#[test]
+fn check_reports_every_problem_of_a_file_at_once() {
+    let (ok, out) = check(FOUR_PROBLEMS);
+    assert!(!ok, "{out}");
+    assert!(out.contains("has 4 problem(s)"), "{out}");
+    for reported in FOUR_PROBLEMS_REPORTED {
+        assert!(out.contains(reported), "{reported}\nnot in:\n{out}");
+    }
+}
+
+#[tokio::test]
+async fn post_reload_answers_every_problem_of_a_file_at_once() {
+    let dir = TempDir::new("reload-every-problem");
+    let path = dir.0.join("wsgate.toml");
+    let good = FOUR_PROBLEMS
+        .replace("idle_timeout = 30", "idle_timeout = \"30s\"")
+        .replace("pool = \"chats\"", "pool = \"chat\"")
+        .replace("max_mesage_bytes", "max_message_bytes")
+        .replace("\"64KiB\"", "65536");
+    std::fs::write(&path, &good).unwrap();
+    let (proxy, _server) = start_proxy_file(&path).await;
+    std::fs::write(&path, FOUR_PROBLEMS).unwrap();
+    let (code, body) = admin(proxy.shared.admin_addr.unwrap(), "POST", "/reload").await;
+    assert_eq!(code, 400, "{body}");
+    let answer: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let errors: Vec<&str> = (answer["errors"].as_array().unwrap().iter())
+        .map(|e| e.as_str().unwrap())
+        .collect();
+    assert_eq!(errors.len(), 4, "{body}");
+    for (error, reported) in errors.iter().zip(FOUR_PROBLEMS_REPORTED) {
+        assert!(error.contains(reported), "{reported}\nnot in:\n{error}");
+    }
 }
 
 #[test]

@@ -1,7 +1,8 @@
 //! Serde types mirroring the TOML file, key for key.
 //!
-//! Nothing here is checked beyond TOML syntax, unknown keys and value types:
-//! `validate` does the rest so that it can report every problem at once.
+//! Nothing here is checked beyond TOML syntax, unknown keys and value types,
+//! and `validate` recovers from those (see `validate/keys.rs`) so that it
+//! can report every problem at once.
 //! That is why keys the contract calls required are `Option` here (a missing
 //! one is one problem among others, not the end of parsing), why the
 //! algorithm names are plain strings, and why values a problem can point at
@@ -38,6 +39,8 @@ pub struct File {
 pub struct Admin {
     /// Socket address, required.
     pub bind: Option<Spanned<String>>,
+    /// `env:NAME` or `file:PATH`: where the bearer token is.
+    pub token: Option<Spanned<String>>,
 }
 
 /// `[defaults]`: the six route keys plus the two global timeouts.
@@ -45,9 +48,9 @@ pub struct Admin {
 #[serde(deny_unknown_fields)]
 pub struct Defaults {
     /// Bytes.
-    pub max_message_bytes: Option<Spanned<i64>>,
+    pub max_message_bytes: Option<Spanned<RawSize>>,
     /// Bytes.
-    pub max_frame_bytes: Option<Spanned<i64>>,
+    pub max_frame_bytes: Option<Spanned<RawSize>>,
     /// Duration.
     pub idle_timeout: Option<Spanned<RawDuration>>,
     /// Duration; global only.
@@ -71,7 +74,7 @@ pub struct Listener {
     /// Socket address, required.
     pub bind: Option<Spanned<String>>,
     /// Bytes.
-    pub max_header_bytes: Option<Spanned<i64>>,
+    pub max_header_bytes: Option<Spanned<RawSize>>,
     /// Absent for plain ws://.
     pub tls: Option<Spanned<Tls>>,
 }
@@ -116,9 +119,9 @@ pub struct Route {
     /// Accepted `Origin` values.
     pub allowed_origins: Option<Spanned<Vec<Spanned<String>>>>,
     /// Bytes.
-    pub max_message_bytes: Option<Spanned<i64>>,
+    pub max_message_bytes: Option<Spanned<RawSize>>,
     /// Bytes.
-    pub max_frame_bytes: Option<Spanned<i64>>,
+    pub max_frame_bytes: Option<Spanned<RawSize>>,
     /// Duration.
     pub idle_timeout: Option<Spanned<RawDuration>>,
     /// Duration.
@@ -223,5 +226,50 @@ impl Visitor<'_> for RawDurationVisitor {
 
     fn visit_f64<E: de::Error>(self, v: f64) -> Result<RawDuration, E> {
         Ok(RawDuration::Bare(v.to_string()))
+    }
+}
+
+/// A size as written: a whole number of bytes, or anything else kept so that
+/// validation can say what the bytes would be ("64KiB": 65536) among the
+/// other problems.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RawSize {
+    /// `65536`; may still be out of range.
+    Bytes(i128),
+    /// `"64KiB"` or `"65536"`: a string where a number belongs.
+    Text(String),
+    /// `0.5`: not a whole number.
+    Fraction(f64),
+}
+
+impl<'de> Deserialize<'de> for RawSize {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(RawSizeVisitor)
+    }
+}
+
+struct RawSizeVisitor;
+
+impl Visitor<'_> for RawSizeVisitor {
+    type Value = RawSize;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a whole number of bytes, such as 65536")
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<RawSize, E> {
+        Ok(RawSize::Text(v.to_string()))
+    }
+
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<RawSize, E> {
+        Ok(RawSize::Bytes(v.into()))
+    }
+
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<RawSize, E> {
+        Ok(RawSize::Bytes(v.into()))
+    }
+
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<RawSize, E> {
+        Ok(RawSize::Fraction(v))
     }
 }

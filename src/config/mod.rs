@@ -1,8 +1,9 @@
 //! Configuration: the validated, immutable view of the TOML file.
 //!
 //! `file` holds the serde types that mirror the TOML text; `validate` turns
-//! them into the types below, collecting every problem it finds. The running
-//! proxy only ever reads these validated types.
+//! them into the types below, collecting every problem it finds (its module
+//! doc says how to add a key). The running proxy only ever reads these
+//! validated types.
 
 mod file;
 mod validate;
@@ -129,6 +130,8 @@ pub struct Route {
     pub path_prefix: String,
     /// Name of the pool (validated to exist).
     pub pool: String,
+    /// Index of that pool in [`Config::pools`], resolved by validation.
+    pub pool_index: usize,
     /// `None`: any Origin. Compared case-insensitively (ASCII).
     pub allowed_origins: Option<Vec<String>>,
     /// The route's limits and timeouts, defaults applied.

@@ -1,0 +1,190 @@
+//! `[[route]]` and the limit keys it shares with `[defaults]`.
+
+use std::time::Duration;
+
+use toml::Spanned;
+
+use super::file::{self, RawDuration, RawSize};
+use super::values::{is_bracketed_ipv6, is_dns_name};
+use super::{optional, Checker};
+use crate::config::{HostPattern, Limits, Route};
+
+impl Checker<'_> {
+    pub(super) fn route(
+        &mut self,
+        i: usize,
+        route: &Spanned<file::Route>,
+        defaults: Limits,
+        listener_names: &[String],
+        pools: (&[String], &[Spanned<file::Pool>]),
+    ) -> Option<Route> {
+        let (pool_names, file_pools) = pools;
+        let path = format!("route[{i}]");
+        let r = route.get_ref();
+        let listener = optional(&r.listener, |l| {
+            self.known("listener", &format!("{path}.listener"), l, listener_names)
+        });
+        let host = optional(&r.host, |h| self.host(&format!("{path}.host"), h));
+        let path_prefix = match &r.path_prefix {
+            None => Some("/".to_string()),
+            Some(p) => self.request_path(&format!("{path}.path_prefix"), p, "\"/chat\""),
+        };
+        let pool = self.require(&path, "pool", route.span(), &r.pool, "pool = \"chat\"");
+        let pool = pool.and_then(|p| self.known("pool", &format!("{path}.pool"), p, pool_names));
+        // Resolved here so that the running proxy never looks a pool up by
+        // name; names are unique when a `Config` is built.
+        let pool_index = pool.as_ref().and_then(|name| {
+            let named = |p: &Spanned<file::Pool>| {
+                p.get_ref()
+                    .name
+                    .as_ref()
+                    .is_some_and(|n| n.get_ref() == name)
+            };
+            file_pools.iter().position(named)
+        });
+        let allowed_origins = optional(&r.allowed_origins, |list| {
+            let checked: Vec<Option<String>> = (list.get_ref().iter().enumerate())
+                .map(|(k, o)| self.origin(&format!("{path}.allowed_origins[{k}]"), o))
+                .collect();
+            checked.into_iter().collect()
+        });
+        let mut limits = defaults;
+        self.limits(&path, &limit_keys_of_route(r), &mut limits);
+        Some(Route {
+            listener: listener?,
+            host: host?,
+            path_prefix: path_prefix?,
+            pool: pool?,
+            pool_index: pool_index?,
+            allowed_origins: allowed_origins?,
+            limits,
+        })
+    }
+
+    pub(super) fn host(&mut self, path: &str, value: &Spanned<String>) -> Option<HostPattern> {
+        let host = value.get_ref().to_ascii_lowercase();
+        if let Some(suffix) = host.strip_prefix("*.") {
+            if is_dns_name(suffix) {
+                return Some(HostPattern::Suffix(format!(".{suffix}")));
+            }
+        } else if is_dns_name(&host) || is_bracketed_ipv6(&host) {
+            return Some(HostPattern::Exact(host));
+        }
+        let message = format!(
+            "{host:?} is not a host pattern; write an exact name (\"chat.example.com\") \
+             or a wildcard for the names below one (\"*.example.com\"), without scheme or port"
+        );
+        self.report(path.to_string(), Some(value.span()), message);
+        None
+    }
+
+    /// A path that starts with `/` and can be compared with a request target.
+    pub(super) fn request_path(
+        &mut self,
+        path: &str,
+        value: &Spanned<String>,
+        example: &str,
+    ) -> Option<String> {
+        let p = value.get_ref();
+        let problem = if !p.starts_with('/') {
+            format!("{p:?} must start with \"/\", e.g. {example}")
+        } else if p.contains(|c: char| c.is_whitespace() || c.is_control() || c == '#') {
+            format!("{p:?} contains a space, control character or '#'; remove it")
+        } else {
+            return Some(p.clone());
+        };
+        self.report(path.to_string(), Some(value.span()), problem);
+        None
+    }
+
+    /// `scheme://host[:port]`, as browsers send it: no path, no wildcard.
+    pub(super) fn origin(&mut self, path: &str, value: &Spanned<String>) -> Option<String> {
+        let o = value.get_ref();
+        let well_formed = o.split_once("://").is_some_and(|(scheme, rest)| {
+            let scheme_ok = scheme.starts_with(|c: char| c.is_ascii_alphabetic())
+                && scheme
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c));
+            let rest_ok = !rest.is_empty()
+                && !rest.contains(|c: char| c.is_whitespace() || "/*?#".contains(c));
+            scheme_ok && rest_ok
+        });
+        if well_formed {
+            return Some(o.clone());
+        }
+        let message = format!(
+            "{o:?} is not an origin; write scheme, host and optional port with no path or \
+             trailing slash, e.g. \"https://chat.example.com\" (leave allowed_origins out to accept any)"
+        );
+        self.report(path.to_string(), Some(value.span()), message);
+        None
+    }
+
+    /// Applies the keys `table` sets over `limits`. A value that fails keeps
+    /// the inherited one: it was reported, so no `Config` is built from it.
+    pub(super) fn limits(&mut self, table: &str, keys: &LimitKeys<'_>, limits: &mut Limits) {
+        let key = |k: &str| format!("{table}.{k}");
+        if let Some(v) = keys.max_message_bytes {
+            limits.max_message_bytes =
+                (self.bytes(&key("max_message_bytes"), v)).unwrap_or(limits.max_message_bytes);
+        }
+        if let Some(v) = keys.max_frame_bytes {
+            limits.max_frame_bytes =
+                (self.bytes(&key("max_frame_bytes"), v)).unwrap_or(limits.max_frame_bytes);
+        }
+        // ping_interval = "0s" turns pings off; the other three must be > 0.
+        let mut duration =
+            |name: &str, value: Option<&Spanned<RawDuration>>, slot: &mut Duration| {
+                let Some(value) = value else { return };
+                let checked = match name {
+                    "ping_interval" => self.duration(&key(name), value),
+                    _ => self.positive_duration(&key(name), value),
+                };
+                *slot = checked.unwrap_or(*slot);
+            };
+        duration("idle_timeout", keys.idle_timeout, &mut limits.idle_timeout);
+        duration(
+            "connect_timeout",
+            keys.connect_timeout,
+            &mut limits.connect_timeout,
+        );
+        duration(
+            "ping_interval",
+            keys.ping_interval,
+            &mut limits.ping_interval,
+        );
+        duration("ping_timeout", keys.ping_timeout, &mut limits.ping_timeout);
+    }
+}
+
+/// The route keys `[defaults]` and `[[route]]` share, borrowed from either.
+pub(super) struct LimitKeys<'f> {
+    max_message_bytes: Option<&'f Spanned<RawSize>>,
+    max_frame_bytes: Option<&'f Spanned<RawSize>>,
+    idle_timeout: Option<&'f Spanned<RawDuration>>,
+    connect_timeout: Option<&'f Spanned<RawDuration>>,
+    ping_interval: Option<&'f Spanned<RawDuration>>,
+    ping_timeout: Option<&'f Spanned<RawDuration>>,
+}
+
+pub(super) fn limit_keys_of_defaults(d: &file::Defaults) -> LimitKeys<'_> {
+    LimitKeys {
+        max_message_bytes: d.max_message_bytes.as_ref(),
+        max_frame_bytes: d.max_frame_bytes.as_ref(),
+        idle_timeout: d.idle_timeout.as_ref(),
+        connect_timeout: d.connect_timeout.as_ref(),
+        ping_interval: d.ping_interval.as_ref(),
+        ping_timeout: d.ping_timeout.as_ref(),
+    }
+}
+
+pub(super) fn limit_keys_of_route(r: &file::Route) -> LimitKeys<'_> {
+    LimitKeys {
+        max_message_bytes: r.max_message_bytes.as_ref(),
+        max_frame_bytes: r.max_frame_bytes.as_ref(),
+        idle_timeout: r.idle_timeout.as_ref(),
+        connect_timeout: r.connect_timeout.as_ref(),
+        ping_interval: r.ping_interval.as_ref(),
+        ping_timeout: r.ping_timeout.as_ref(),
+    }
+}

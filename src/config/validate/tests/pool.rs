@@ -1,0 +1,165 @@
+use super::*;
+
+/// `[[pool]]` problems, one at a time.
+#[test]
+fn pool_problems_have_their_key_path_and_line() {
+    let cases: Vec<(String, &str, &str, &str)> = vec![
+        (
+            with("[[pool]]\nname = \"chat\"\nbackends = [{ addr = \"127.0.0.1:9002\" }]"),
+            "pool[1].name",
+            "name = \"chat\"",
+            "already named",
+        ),
+        (
+            replaced("127.0.0.1:9001", "::1:9001"),
+            "pool[0].backends[0].addr",
+            "backends",
+            "IPv6 in brackets",
+        ),
+        (
+            replaced("127.0.0.1:9001", "127.0.0.1:0"),
+            "pool[0].backends[0].addr",
+            "backends",
+            "cannot be connected",
+        ),
+        (
+            replaced(
+                "backends = [{ addr = \"127.0.0.1:9001\" }]",
+                "backends = []",
+            ),
+            "pool[0].backends",
+            "backends",
+            "at least one backend",
+        ),
+        (
+            replaced("backends = [{ addr = \"127.0.0.1:9001\" }]\n", ""),
+            "pool[0].backends",
+            "[[pool]]",
+            "is required",
+        ),
+        (
+            replaced(
+                "{ addr = \"127.0.0.1:9001\" }",
+                "{ addr = \"127.0.0.1:9001\" }, { addr = \"127.0.0.1:9001\" }",
+            ),
+            "pool[0].backends[1].addr",
+            "backends",
+            "already pool[0].backends[0]",
+        ),
+        (
+            replaced(
+                "{ addr = \"127.0.0.1:9001\" }",
+                "{ addr = \"127.0.0.1:9001\", weight = 0 }",
+            ),
+            "pool[0].backends[0].weight",
+            "backends",
+            "between 1 and",
+        ),
+        (
+            replaced(
+                "{ addr = \"127.0.0.1:9001\" }",
+                "{ addr = \"127.0.0.1:9001\", max_connections = 0 }",
+            ),
+            "pool[0].backends[0].max_connections",
+            "backends",
+            "between 1 and",
+        ),
+        (
+            pool_with("balance = \"round_robin\""),
+            "pool[0].balance",
+            "balance",
+            "\"least_connections\" or \"sticky\"",
+        ),
+        (
+            pool_with("balance = \"sticky\""),
+            "pool[0].balance",
+            "balance",
+            "needs a `sticky` table",
+        ),
+        (
+            pool_with("sticky = { source = \"cookie\" }"),
+            "pool[0].sticky",
+            "sticky",
+            "needs balance = \"sticky\"",
+        ),
+        (
+            pool_with("balance = \"least_connections\"\nsticky = { source = \"cookie\" }"),
+            "pool[0].sticky",
+            "sticky",
+            "needs balance = \"sticky\"",
+        ),
+        (
+            sticky("{ source = \"header\" }"),
+            "pool[0].sticky.name",
+            "sticky",
+            "needs the name",
+        ),
+        (
+            sticky("{ source = \"query\" }"),
+            "pool[0].sticky.name",
+            "sticky",
+            "needs the name",
+        ),
+        (
+            sticky("{ source = \"client_ip\", name = \"x\" }"),
+            "pool[0].sticky.name",
+            "sticky",
+            "takes no name",
+        ),
+        (
+            sticky("{ source = \"cookie\", name = \"a b\" }"),
+            "pool[0].sticky.name",
+            "sticky",
+            "not a valid cookie name",
+        ),
+        (
+            sticky("{ source = \"body\" }"),
+            "pool[0].sticky.source",
+            "sticky",
+            "unknown source",
+        ),
+        (
+            sticky("{ name = \"x\" }"),
+            "pool[0].sticky.source",
+            "sticky",
+            "is required",
+        ),
+        (
+            sticky("{ source = \"cookie\" }\nhash_balance_factor = 1.0"),
+            "pool[0].hash_balance_factor",
+            "hash_balance_factor",
+            "above 1.0",
+        ),
+        (
+            pool_with("hash_balance_factor = 1.5"),
+            "pool[0].hash_balance_factor",
+            "hash_balance_factor",
+            "only sticky pools",
+        ),
+        (
+            pool_with("health_check = { kind = \"websocket\" }"),
+            "pool[0].health_check.path",
+            "health_check",
+            "needs the path",
+        ),
+        (
+            pool_with("health_check = { kind = \"tcp\", path = \"/\" }"),
+            "pool[0].health_check.path",
+            "health_check",
+            "sends no request",
+        ),
+        (
+            pool_with("health_check = { kind = \"http\" }"),
+            "pool[0].health_check.kind",
+            "health_check",
+            "unknown kind",
+        ),
+        (
+            pool_with("health_check = { kind = \"tcp\", interval = \"0s\" }"),
+            "pool[0].health_check.interval",
+            "health_check",
+            "more than zero",
+        ),
+    ];
+    check_all(&cases);
+}
