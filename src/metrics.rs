@@ -82,6 +82,7 @@ pub struct Metrics {
     closes: Family<CloseLabels, Counter>,
     backend_up: Family<BackendLabels, Gauge>,
     backend_active: Family<BackendLabels, Gauge>,
+    backend_max: Family<BackendLabels, Gauge>,
     reloads: Family<ResultLabels, Counter>,
     config_version: Gauge,
     tls_failures: Family<ListenerLabels, Counter>,
@@ -114,6 +115,7 @@ impl Metrics {
             closes: Family::default(),
             backend_up: Family::default(),
             backend_active: Family::default(),
+            backend_max: Family::default(),
             reloads: Family::default(),
             config_version: Gauge::default(),
             tls_failures: Family::default(),
@@ -165,6 +167,11 @@ impl Metrics {
             m.backend_active.clone(),
         );
         registry.register(
+            "wsgate_backend_max_connections",
+            "The backend's configured max_connections (only backends that have one)",
+            m.backend_max.clone(),
+        );
+        registry.register(
             "wsgate_config_reloads",
             "Configuration reload attempts, by result",
             m.reloads.clone(),
@@ -197,6 +204,7 @@ impl Metrics {
     pub fn render(&self, snapshot: &Snapshot, registry: &crate::snapshot::Registry) -> String {
         self.backend_up.clear();
         self.backend_active.clear();
+        self.backend_max.clear();
         for (pool, balancer) in snapshot.config.pools.iter().zip(&snapshot.balancers) {
             let now = std::time::Instant::now();
             let states = (0..balancer.len()).filter_map(|i| balancer.backend(i).cloned());
@@ -211,6 +219,15 @@ impl Metrics {
                 self.backend_active
                     .get_or_create(&labels)
                     .set(i64::from(state.active()));
+            }
+            for b in &pool.backends {
+                if let Some(max) = b.max_connections {
+                    let labels = BackendLabels {
+                        pool: pool.name.clone(),
+                        backend: b.addr.to_string(),
+                    };
+                    self.backend_max.get_or_create(&labels).set(i64::from(max));
+                }
             }
         }
         self.config_version.set(snapshot.version as i64);

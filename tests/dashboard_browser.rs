@@ -342,3 +342,112 @@ async fn the_dashboard_follows_traffic_and_drains_from_the_page() {
         "requests beyond the admin listener: {foreign:?}"
     );
 }
+
+/// Regenerates docs/dashboard.png: several pools and routes under steady
+/// traffic, with a drained backend, a down one, 1009 closes, rejections and
+/// a refused reload.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "rewrites docs/dashboard.png; run by hand after changing the page"]
+async fn readme_screenshot() {
+    let Some(mut browser) = Browser::start().await else {
+        return;
+    };
+    let mut backends = Vec::new();
+    for _ in 0..9 {
+        backends.push(echo_backend().await);
+    }
+    let down = closed_port().await;
+    let list = |range: std::ops::Range<usize>, extra: &str| {
+        backends[range]
+            .iter()
+            .map(|b| format!("{{ addr = \"{}\"{extra} }}", b.addr))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let toml = format!(
+        "[admin]\nbind = \"127.0.0.1:0\"\n\n\
+         [[listener]]\nname = \"main\"\nbind = \"127.0.0.1:0\"\n\n\
+         [[route]]\nhost = \"chat.example.com\"\npath_prefix = \"/ws\"\npool = \"chat\"\nmax_message_bytes = 4096\n\n\
+         [[route]]\nhost = \"*.example.com\"\npath_prefix = \"/feed\"\npool = \"feed\"\n\n\
+         [[route]]\npath_prefix = \"/echo\"\npool = \"chat\"\n\n\
+         [[route]]\npath_prefix = \"/prices\"\npool = \"feed\"\n\n\
+         [[route]]\npath_prefix = \"/game\"\npool = \"game\"\n\n\
+         [[pool]]\nname = \"chat\"\nbackends = [{}]\n\n\
+         [[pool]]\nname = \"feed\"\nbackends = [{}]\n\n\
+         [[pool]]\nname = \"game\"\nhealth_check = {{ kind = \"tcp\", interval = \"2s\" }}\nbackends = [{}, {{ addr = \"{down}\" }}]\n",
+        list(0..4, ""),
+        list(4..7, ", weight = 2, max_connections = 40"),
+        list(7..9, ""),
+    );
+    let proxy = start_proxy(&toml).await;
+    let admin = proxy.shared.admin_addr.unwrap();
+    browser
+        .send(
+            "Page.navigate",
+            json!({ "url": format!("http://{admin}/") }),
+        )
+        .await;
+    let main = proxy.addr("main");
+    let stop = std::time::Instant::now() + Duration::from_secs(20);
+    let mut tasks = Vec::new();
+    for (i, path) in ["/echo", "/prices", "/game"]
+        .iter()
+        .cycle()
+        .take(75)
+        .enumerate()
+    {
+        let path = path.to_string();
+        tasks.push(tokio::spawn(async move {
+            let mut ws = ws_connect(main, &path).await;
+            let size = 64 + (i % 7) * 200;
+            while std::time::Instant::now() < stop {
+                if ws.send(Message::binary(vec![7u8; size])).await.is_err() {
+                    return;
+                }
+                let _ = ws.next().await;
+                tokio::time::sleep(Duration::from_millis(20 + (i as u64 % 5) * 10)).await;
+            }
+        }));
+        tokio::time::sleep(Duration::from_millis(60)).await;
+    }
+    for _ in 0..3 {
+        // The URL's host becomes the Host header: the chat route.
+        let stream = TcpStream::connect(main).await.unwrap();
+        let (mut ws, _) = within(tokio_tungstenite::client_async(
+            "ws://chat.example.com/ws",
+            stream,
+        ))
+        .await
+        .unwrap();
+        let _ = ws.send(Message::binary(vec![1u8; 10_000])).await;
+        while let Some(Ok(_)) = within(ws.next()).await {}
+    }
+    for path in ["/nowhere", "/none", "/missing"] {
+        raw_request(main, upgrade_request(path, "").as_bytes()).await;
+    }
+    let _ = raw_request(main, b"POST /echo HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    admin_post(admin, "/reload").await;
+    admin_post(admin, &format!("/backends/chat/{}/drain", backends[3].addr)).await;
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    browser
+        .wait_for(
+            "the pools",
+            "document.querySelectorAll('#pools .pool').length === 3",
+        )
+        .await;
+    browser
+        .send(
+            "Emulation.setDeviceMetricsOverride",
+            json!({ "width": 1400, "height": 1000, "deviceScaleFactor": 1, "mobile": false }),
+        )
+        .await;
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/dashboard.png");
+    browser.screenshot(&path).await;
+    for t in tasks {
+        t.abort();
+    }
+}
+
+async fn admin_post(addr: SocketAddr, path: &str) {
+    let _ = admin(addr, "POST", path).await;
+}
