@@ -9,7 +9,7 @@ use std::time::Instant as StdInstant;
 
 use bytes::Bytes;
 use http::{Request, Response};
-use http_body_util::Full;
+use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -26,7 +26,7 @@ use crate::metrics::{ConnectionLabels, Meter};
 use crate::server::Shared;
 use crate::shutdown::{self, Guard};
 use crate::snapshot::{ListenerKey, Snapshot};
-use crate::upstream::{self, Offer};
+use crate::upstream::{self, Offer, RefusalBody};
 use crate::{affinity, balance, relay, tls};
 
 /// What a connection knows about where it was accepted.
@@ -158,6 +158,8 @@ async fn serve_http<IO>(
     let io = TokioIo::new(Rewind::new(head.freeze(), io));
     let service = service_fn(move |req| {
         let accepted = accepted.clone();
+        // Answers are the proxy's own (a rejection, the backend's 101) or a
+        // backend's refusal passed on.
         async move { Ok::<_, Infallible>(upgrade::<IO>(req, accepted, tls).await) }
     });
     let result = http1::Builder::new()
@@ -215,7 +217,7 @@ async fn upgrade<IO>(
     mut req: Request<Incoming>,
     accepted: Arc<Context>,
     tls: bool,
-) -> Response<Full<Bytes>>
+) -> Response<Either<Full<Bytes>, RefusalBody>>
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -229,12 +231,12 @@ where
         .routes
         .find(&accepted.listener, host, req.uri().path())
     else {
-        return rejected(&accepted, &req, Reject::NoRoute);
+        return rejected(&accepted, &req, Reject::NoRoute).map(Either::Left);
     };
     let route = &snapshot.config.routes[route_index];
     let checked = match handshake::check(&req, route) {
         Ok(checked) => checked,
-        Err(reject) => return rejected(&accepted, &req, reject),
+        Err(reject) => return rejected(&accepted, &req, reject).map(Either::Left),
     };
     let pool_index = snapshot.route_pool[route_index];
     let pool = &snapshot.config.pools[pool_index];
@@ -252,22 +254,33 @@ where
     let (lease, mut backend) =
         match connect_backend(&accepted, pool_index, key.as_deref(), &attempt).await {
             Ok(connected) => connected,
-            Err(reject) => return rejected(&accepted, &req, reject),
+            Err(Failed::Reject(reject)) => {
+                return rejected(&accepted, &req, reject).map(Either::Left)
+            }
+            Err(Failed::Refused(refusal)) => {
+                let reason = format!("backend refused the upgrade with {}", refusal.status);
+                let host = req.headers().get(http::header::HOST);
+                let host = host.and_then(|h| h.to_str().ok());
+                let path = Some(req.uri().path());
+                access_rejected(&accepted, host, path, refusal.status.as_u16(), &reason);
+                return refusal.into_response().map(Either::Right);
+            }
         };
     let addr = lease.backend().addr();
-    // A cookie naming one of this pool's backends needs no new cookie;
-    // anything else (none, unknown, forged) gets one with the 101.
+    // A cookie naming the backend that served needs no new cookie;
+    // anything else (none, unknown, forged, or naming a backend that failed
+    // and was passed over) gets one, so the reconnect sticks to this one.
     if let Some(sticky) = pool
         .sticky
         .as_ref()
         .filter(|s| s.source == StickySource::Cookie)
     {
         let balancer = &snapshot.balancers[pool_index];
-        if key
+        let pinned = key
             .as_deref()
             .and_then(|k| balancer.backend_for_token(k))
-            .is_none()
-        {
+            .and_then(|idx| balancer.backend(idx));
+        if pinned.map(|b| b.id()) != Some(lease.backend().id()) {
             let token = balance::cookie_value(lease.backend().id());
             backend.response.headers_mut().append(
                 http::header::SET_COOKIE,
@@ -324,20 +337,28 @@ where
         hyper::upgrade::on(&mut req),
         handover,
     ));
-    response
+    response.map(Either::Left)
+}
+
+/// Why no backend was upgraded: a rejection of the proxy's own, or a
+/// backend's complete refusal to pass on.
+enum Failed {
+    Reject(Reject),
+    Refused(upstream::Refusal),
 }
 
 /// Tries the pool's backends in the balancer's order until one answers a
 /// valid 101. Backends that cannot be reached are marked down and the next
 /// one is tried, all within the handshake's time budget: a client waits for
 /// one answer, not for every backend's `connect_timeout` in turn. A backend
-/// that answers wrongly ends the attempt (502): another would hide it.
+/// that answers wrongly ends the attempt (502): another would hide it; one
+/// that refuses (401, 429, ...) has decided, and its answer is passed on.
 async fn connect_backend(
     accepted: &Context,
     pool_index: usize,
     key: Option<&[u8]>,
     attempt: &Attempt<'_>,
-) -> Result<(balance::Lease, upstream::Upgraded), Reject> {
+) -> Result<(balance::Lease, upstream::Upgraded), Failed> {
     let snapshot = &accepted.snapshot;
     let pool = &snapshot.config.pools[pool_index];
     let balancer = &snapshot.balancers[pool_index];
@@ -354,7 +375,7 @@ async fn connect_backend(
         }
         let addr = lease.backend().addr();
         let timeout = attempt.connect_timeout.min(left);
-        let answer = upstream::upgrade(
+        let answer = upstream::answer(
             addr,
             &attempt.request,
             attempt.client_key,
@@ -362,19 +383,27 @@ async fn connect_backend(
             timeout,
         );
         match answer.await {
-            Ok(backend) => return Ok((lease, backend)),
+            Ok(upstream::Answer::Upgraded(backend)) => return Ok((lease, backend)),
+            Ok(upstream::Answer::Refused(refusal)) => {
+                debug!(pool = %pool.name, backend = %addr, status = %refusal.status, "backend refused the upgrade");
+                return Err(Failed::Refused(refusal));
+            }
             Err(e) if e.is_unreachable() => {
                 warn!(pool = %pool.name, error = %e, "backend unreachable: marked down, trying the next");
                 balancer.mark_failed(idx, StdInstant::now());
-                last_failure = Some(e);
+                last_failure = Some(e.kind);
             }
-            Err(e) => return Err(Reject::BadBackendAnswer(e)),
+            Err(e) => {
+                // The client's answer names no backend; the log does.
+                warn!(pool = %pool.name, error = %e, "bad upgrade answer from backend");
+                return Err(Failed::Reject(Reject::BadBackendAnswer(e.kind)));
+            }
         }
     }
-    Err(match last_failure {
+    Err(Failed::Reject(match last_failure {
         Some(e) => Reject::BackendsFailed(e),
         None => Reject::NoBackend,
-    })
+    }))
 }
 
 /// What every backend attempt of one handshake sends and checks.

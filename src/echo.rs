@@ -11,7 +11,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tracing::debug;
 
 use crate::frame::{apply_mask, parse_header, FrameHeader, Opcode, MAX_HEADER_LEN};
-use crate::handshake::{accept_for, read_head};
+use crate::handshake::read_head;
+use crate::rfc6455::accept_for;
 
 /// Accepts connections on `listener` forever, echoing on each.
 pub async fn serve(listener: TcpListener) -> io::Result<()> {

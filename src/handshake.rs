@@ -6,22 +6,18 @@ use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use base64::Engine;
 use bytes::{Buf, Bytes, BytesMut};
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Version};
 use http_body_util::Full;
-use sha1::{Digest, Sha1};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 
 use crate::config::Route;
-use crate::upstream::UpstreamError;
+use crate::rfc6455::{has_token, valid_key};
+use crate::upstream::UpstreamFailure;
 
-/// The most headers a request may carry; more are answered 431 like an
-/// over-long head, since both are ways of sending too much.
-pub const MAX_HEADERS: usize = 100;
-
-/// RFC 6455 section 1.3: the GUID appended to the key before hashing.
-const ACCEPT_GUID: &[u8] = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+/// Re-exported where callers have always found them; they live in the leaf
+/// [`crate::rfc6455`] so that `upstream` need not import this module.
+pub use crate::rfc6455::{accept_for, MAX_HEADERS};
 
 /// Why a request is refused; each maps to one status code and one reason.
 #[derive(Debug, thiserror::Error)]
@@ -53,9 +49,20 @@ pub enum Reject {
     /// No Host header.
     #[error("missing Host header")]
     NoHost,
+    /// More than one Host header (RFC 9112 section 3.2 requires a 400):
+    /// the proxy would route on one and the backend might use another.
+    #[error("more than one Host header")]
+    DuplicateHost,
     /// No `websocket` token in `Upgrade`.
     #[error("this route only accepts WebSocket upgrades (Upgrade: websocket)")]
     NotWebSocket,
+    /// An upgrade request with a body (`Transfer-Encoding`, or a non-zero
+    /// `Content-Length`): the proxy and the backend would disagree about
+    /// where the first frame starts.
+    #[error(
+        "a WebSocket upgrade request must not have a body (Transfer-Encoding or Content-Length)"
+    )]
+    BodyOnUpgrade,
     /// No `upgrade` token in `Connection`.
     #[error("Connection header lacks the upgrade token")]
     NoConnectionUpgrade,
@@ -65,18 +72,24 @@ pub enum Reject {
     /// `Sec-WebSocket-Version` missing or not 13.
     #[error("unsupported Sec-WebSocket-Version: only 13 is supported")]
     BadVersion,
+    /// More than one `Origin` header: the check would see one and the
+    /// backend might use another.
+    #[error("more than one Origin header")]
+    DuplicateOrigin,
     /// `Origin` not in the route's `allowed_origins`.
     #[error("origin not allowed")]
     OriginNotAllowed,
     /// Every backend is down, draining or at its cap.
     #[error("no backend available")]
     NoBackend,
-    /// Backends were tried and every attempt failed.
+    /// Backends were tried and every attempt failed. The reason names no
+    /// address: backends are internal, and the log names them.
     #[error("backend unreachable: {0}")]
-    BackendsFailed(UpstreamError),
-    /// A backend answered, but not with a valid 101.
+    BackendsFailed(UpstreamFailure),
+    /// A backend answered, but neither with a valid 101 nor with a complete
+    /// refusal of its own.
     #[error("bad answer from backend: {0}")]
-    BadBackendAnswer(UpstreamError),
+    BadBackendAnswer(UpstreamFailure),
 }
 
 impl Reject {
@@ -91,6 +104,9 @@ impl Reject {
             | Reject::PlainOnTlsListener
             | Reject::Http10
             | Reject::NoHost
+            | Reject::DuplicateHost
+            | Reject::BodyOnUpgrade
+            | Reject::DuplicateOrigin
             | Reject::NoConnectionUpgrade
             | Reject::BadKey => StatusCode::BAD_REQUEST,
             Reject::NoRoute => StatusCode::NOT_FOUND,
@@ -178,8 +194,15 @@ pub async fn read_head<IO: AsyncRead + Unpin>(
         }
         // Resume the search three bytes back: the terminator may straddle reads.
         let from = scanned.saturating_sub(3);
-        if let Some(pos) = find_head_end(&buf[from..]) {
-            let head_len = from + pos + 4;
+        let head_end = find_head_end(&buf[from..]).map(|pos| from + pos + 4);
+        // A head with bare LF line endings never shows `\r\n\r\n`: refuse
+        // it now rather than let it wait for the 408.
+        if has_bare_lf(&buf[..head_end.unwrap_or(buf.len())], scanned) {
+            return Err(ReadHeadError::Reject(Reject::Malformed(
+                "bare LF line ending: lines end with CRLF",
+            )));
+        }
+        if let Some(head_len) = head_end {
             if head_len > limit {
                 return Err(ReadHeadError::Reject(Reject::HeadTooLarge));
             }
@@ -229,11 +252,56 @@ fn find_head_end(buf: &[u8]) -> Option<usize> {
     buf.windows(4).position(|w| w == b"\r\n\r\n")
 }
 
+/// Whether `buf` holds a LF not preceded by CR at or after `from`
+/// (RFC 9112 section 2.2 lets a server refuse them).
+fn has_bare_lf(buf: &[u8], from: usize) -> bool {
+    (from..buf.len()).any(|i| buf[i] == b'\n' && (i == 0 || buf[i - 1] != b'\r'))
+}
+
+/// Parses the head as hyper will, refusing here, with a reason and an
+/// access-log line, what hyper would refuse with an empty 400: message
+/// framing it cannot trust (RFC 9112 section 6.3) and a target that is not a
+/// URI.
 fn check_parses(head: &[u8]) -> Result<(), ReadHeadError> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut headers);
+    let malformed = |why| Err(ReadHeadError::Reject(Reject::Malformed(why)));
     match req.parse(head) {
-        Ok(httparse::Status::Complete(_)) => Ok(()),
+        Ok(httparse::Status::Complete(_)) => {
+            let headers: &[httparse::Header<'_>] = req.headers;
+            let named = |name: &'static str| {
+                headers
+                    .iter()
+                    .filter(move |h| h.name.eq_ignore_ascii_case(name))
+            };
+            let lengths: Vec<&[u8]> = named("content-length").map(|h| h.value).collect();
+            if lengths.len() > 1 {
+                return malformed("more than one Content-Length header");
+            }
+            if let Some(value) = lengths.first() {
+                let digits = value.trim_ascii();
+                if digits.is_empty() || digits.len() > 19 || !digits.iter().all(u8::is_ascii_digit)
+                {
+                    return malformed("invalid Content-Length");
+                }
+                if named("transfer-encoding").next().is_some() {
+                    return malformed("both Transfer-Encoding and Content-Length");
+                }
+            }
+            // RFC 9112 section 6.3: a request body's length is only known
+            // when chunked is its last coding.
+            let last_coding = named("transfer-encoding")
+                .next_back()
+                .and_then(|h| h.value.rsplit(|&b| b == b',').next());
+            if last_coding.is_some_and(|c| !c.trim_ascii().eq_ignore_ascii_case(b"chunked")) {
+                return malformed("Transfer-Encoding must end with chunked");
+            }
+            let target = req.path.unwrap_or("");
+            if http::Uri::try_from(target).is_err() {
+                return malformed("invalid request target");
+            }
+            Ok(())
+        }
         Ok(httparse::Status::Partial) => Err(ReadHeadError::Reject(Reject::Malformed(
             "incomplete request head",
         ))),
@@ -264,11 +332,16 @@ pub fn check(req: &Request<hyper::body::Incoming>, route: &Route) -> Result<Chec
         return Err(Reject::Http10);
     }
     let headers = req.headers();
-    if !headers.contains_key(http::header::HOST) {
-        return Err(Reject::NoHost);
+    match headers.get_all(http::header::HOST).iter().count() {
+        0 => return Err(Reject::NoHost),
+        1 => {}
+        _ => return Err(Reject::DuplicateHost),
     }
     if !has_token(headers, http::header::UPGRADE, "websocket") {
         return Err(Reject::NotWebSocket);
+    }
+    if has_body(headers) {
+        return Err(Reject::BodyOnUpgrade);
     }
     if !has_token(headers, http::header::CONNECTION, "upgrade") {
         return Err(Reject::NoConnectionUpgrade);
@@ -280,6 +353,14 @@ pub fn check(req: &Request<hyper::body::Incoming>, route: &Route) -> Result<Chec
     match single(headers, http::header::SEC_WEBSOCKET_VERSION) {
         Some(v) if v.as_bytes().trim_ascii() == b"13" => {}
         _ => return Err(Reject::BadVersion),
+    }
+    if headers
+        .get_all(http::header::ORIGIN)
+        .iter()
+        .nth(1)
+        .is_some()
+    {
+        return Err(Reject::DuplicateOrigin);
     }
     if let (Some(allowed), Some(origin)) =
         (&route.allowed_origins, headers.get(http::header::ORIGIN))
@@ -303,31 +384,14 @@ fn single(headers: &HeaderMap, name: http::header::HeaderName) -> Option<&Header
     values.next().is_none().then_some(first)
 }
 
-/// Whether a comma-list header (all its occurrences) holds `token`,
-/// compared case-insensitively (RFC 9110 section 7.6.1 and 7.8).
-pub fn has_token(headers: &HeaderMap, name: http::header::HeaderName, token: &str) -> bool {
-    headers.get_all(name).iter().any(|value| {
-        value
-            .as_bytes()
-            .split(|&b| b == b',')
-            .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
-    })
-}
-
-fn valid_key(key: &[u8]) -> bool {
-    let mut out = [0u8; 18];
-    matches!(
-        base64::engine::general_purpose::STANDARD.decode_slice(key.trim_ascii(), &mut out),
-        Ok(16)
-    )
-}
-
-/// `Sec-WebSocket-Accept` for a key (RFC 6455 section 4.2.2, item 5.4).
-pub fn accept_for(key: &[u8]) -> String {
-    let mut sha = Sha1::new();
-    sha.update(key.trim_ascii());
-    sha.update(ACCEPT_GUID);
-    base64::engine::general_purpose::STANDARD.encode(sha.finalize())
+/// Whether the request announces a body: any `Transfer-Encoding`, or a
+/// `Content-Length` other than 0 (RFC 9112 section 6.3).
+fn has_body(headers: &HeaderMap) -> bool {
+    headers.contains_key(http::header::TRANSFER_ENCODING)
+        || headers
+            .get_all(http::header::CONTENT_LENGTH)
+            .iter()
+            .any(|v| !v.as_bytes().trim_ascii().iter().all(|&b| b == b'0'))
 }
 
 /// An IO that first yields bytes already read from it (the request head the
@@ -400,36 +464,6 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for Rewind<IO> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn accept_matches_rfc_example() {
-        // RFC 6455 section 1.3.
-        assert_eq!(
-            accept_for(b"dGhlIHNhbXBsZSBub25jZQ=="),
-            "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
-        );
-    }
-
-    #[test]
-    fn key_must_decode_to_16_bytes() {
-        assert!(valid_key(b"dGhlIHNhbXBsZSBub25jZQ=="));
-        assert!(!valid_key(b"dGhlIHNhbXBsZQ=="));
-        assert!(!valid_key(b"not base64!"));
-        assert!(!valid_key(b""));
-    }
-
-    #[test]
-    fn tokens_are_a_case_insensitive_comma_list() {
-        let mut h = HeaderMap::new();
-        h.append(
-            "connection",
-            HeaderValue::from_static("keep-alive, Upgrade"),
-        );
-        assert!(has_token(&h, http::header::CONNECTION, "upgrade"));
-        assert!(!has_token(&h, http::header::CONNECTION, "close"));
-        h.append("upgrade", HeaderValue::from_static("WebSocket"));
-        assert!(has_token(&h, http::header::UPGRADE, "websocket"));
-    }
-
     #[tokio::test]
     async fn head_end_found_across_reads_and_limit_enforced() {
         let (mut client, mut server) = tokio::io::duplex(64);
@@ -458,5 +492,46 @@ mod tests {
         let text = String::from_utf8(r).unwrap();
         assert!(text.starts_with("HTTP/1.1 426 Upgrade Required\r\n"));
         assert!(text.contains("upgrade: websocket\r\n"));
+    }
+
+    #[test]
+    fn bare_lf_is_found_even_across_reads() {
+        assert!(has_bare_lf(b"GET / HTTP/1.1\nHost: a\n\n", 0));
+        assert!(!has_bare_lf(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n", 0));
+        // The CR came in an earlier read.
+        assert!(!has_bare_lf(b"GET / HTTP/1.1\r\n", 15));
+        assert!(has_bare_lf(b"\n", 0));
+    }
+
+    #[test]
+    fn framing_hyper_would_refuse_is_refused_with_a_reason() {
+        let reason = |head: &str| match check_parses(head.as_bytes()) {
+            Err(ReadHeadError::Reject(r)) => Some(r.to_string()),
+            Err(e) => panic!("{e}"),
+            Ok(()) => None,
+        };
+        let ok = "GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n";
+        assert_eq!(reason(ok), None);
+        for (head, why) in [
+            (
+                "GET / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\n",
+                "more than one",
+            ),
+            (
+                "GET / HTTP/1.1\r\nContent-Length: 1x\r\n\r\n",
+                "invalid Content-Length",
+            ),
+            (
+                "GET / HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n",
+                "both",
+            ),
+            (
+                "GET / HTTP/1.1\r\nTransfer-Encoding: chunked, gzip\r\n\r\n",
+                "end with chunked",
+            ),
+        ] {
+            let got = reason(head).unwrap_or_default();
+            assert!(got.contains(why), "{head:?}: {got}");
+        }
     }
 }

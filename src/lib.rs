@@ -3,7 +3,8 @@
 //! The modules follow the path of one connection: [`server`] accepts it,
 //! [`connection`] takes it through [`tls`] and the [`handshake`] checks,
 //! [`route`] picks a route, [`affinity`] reads its sticky key, [`balance`]
-//! orders the backends, [`upstream`] upgrades one, and [`relay`] carries
+//! orders the backends, [`upstream`] upgrades one (both sides check the
+//! opening handshake with the leaf [`rfc6455`]), and [`relay`] carries
 //! frames ([`frame`]) until the close ([`close`]). [`config`] and
 //! [`snapshot`] stand at the side: the validated file and the running view
 //! built from it. [`echo`] is the built-in backend of `wsgate demo`.
@@ -25,6 +26,8 @@ pub mod affinity;
 pub mod balance;
 
 pub mod upstream;
+
+pub mod rfc6455;
 
 pub mod relay;
 

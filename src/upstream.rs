@@ -11,101 +11,95 @@ use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode};
 use http_body_util::Full;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::time::{timeout_at, Instant};
 
-use crate::handshake::{accept_for, has_token, MAX_HEADERS};
+use crate::rfc6455::{accept_for, has_token, list_items, MAX_HEADERS};
 
-/// The most bytes a backend's 101 head may take.
+mod refusal;
+
+pub use refusal::{Refusal, RefusalBody, MAX_REFUSAL_BODY};
+
+/// The most bytes a backend's answer head may take.
 const MAX_RESPONSE_HEAD: usize = 16 * 1024;
 
-/// Why a backend could not be upgraded; carries the backend's address so an
-/// operator reading the 502 reason or the log knows which one to look at.
+/// Why a backend could not be upgraded, and which backend: the address is
+/// for the log; what a client may see is [`UpstreamFailure`] alone, since
+/// backend addresses are the internal network's.
 #[derive(Debug, thiserror::Error)]
-pub enum UpstreamError {
+#[error("{addr}: {kind}")]
+pub struct UpstreamError {
+    /// The backend.
+    pub addr: SocketAddr,
+    /// What went wrong.
+    pub kind: UpstreamFailure,
+}
+
+/// What went wrong with a backend's upgrade, without naming the backend.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamFailure {
     /// The TCP connect failed (refused, unreachable).
-    #[error("{addr}: connect failed: {source}")]
-    Connect {
-        /// The backend.
-        addr: SocketAddr,
-        /// The operating system's reason.
-        source: io::Error,
-    },
-    /// No connection and 101 within `connect_timeout`.
-    #[error("{addr}: no upgrade answer within {timeout:?} (connect_timeout)")]
-    Timeout {
-        /// The backend.
-        addr: SocketAddr,
-        /// The route's `connect_timeout`.
-        timeout: Duration,
-    },
-    /// The connection failed or closed before a whole answer arrived.
-    #[error("{addr}: connection lost before the upgrade answer: {source}")]
-    Lost {
-        /// The backend.
-        addr: SocketAddr,
-        /// What happened.
-        source: io::Error,
-    },
+    #[error("connect failed: {0}")]
+    Connect(io::Error),
+    /// No connection and answer within `connect_timeout`.
+    #[error("no upgrade answer within {0:?} (connect_timeout)")]
+    Timeout(Duration),
+    /// The connection failed or closed before a whole answer head arrived.
+    #[error("connection lost before the upgrade answer: {0}")]
+    Lost(io::Error),
     /// The answer was not parsable HTTP/1.1, or its head was too large.
-    #[error("{addr}: malformed upgrade answer")]
-    Malformed {
-        /// The backend.
-        addr: SocketAddr,
-    },
-    /// The backend answered with another status than 101.
-    #[error("{addr}: answered {status} instead of 101 Switching Protocols")]
-    Status {
-        /// The backend.
-        addr: SocketAddr,
-        /// What it answered.
-        status: u16,
-    },
+    #[error("malformed upgrade answer")]
+    Malformed,
+    /// An interim (1xx) status other than 101, or, for callers of
+    /// [`upgrade`], any refusal.
+    #[error("answered {0} instead of 101 Switching Protocols")]
+    Status(u16),
+    /// A refusal whose body did not arrive whole within `connect_timeout`.
+    #[error("refusal answer cut short")]
+    UnfinishedRefusal,
     /// 101 without `Upgrade: websocket` and `Connection: upgrade`.
-    #[error("{addr}: 101 answer lacks Upgrade: websocket or Connection: upgrade")]
-    NotWebSocket {
-        /// The backend.
-        addr: SocketAddr,
-    },
+    #[error("101 answer lacks Upgrade: websocket or Connection: upgrade")]
+    NotWebSocket,
     /// `Sec-WebSocket-Accept` missing or wrong for the client's key.
-    #[error("{addr}: wrong Sec-WebSocket-Accept")]
-    BadAccept {
-        /// The backend.
-        addr: SocketAddr,
-    },
+    #[error("wrong Sec-WebSocket-Accept")]
+    BadAccept,
     /// A subprotocol the client did not offer.
-    #[error("{addr}: chose a subprotocol the client did not offer")]
-    UnofferedProtocol {
-        /// The backend.
-        addr: SocketAddr,
-    },
+    #[error("chose a subprotocol the client did not offer")]
+    UnofferedProtocol,
     /// An extension the client did not offer.
-    #[error("{addr}: chose an extension the client did not offer")]
-    UnofferedExtension {
-        /// The backend.
-        addr: SocketAddr,
-    },
+    #[error("chose an extension the client did not offer")]
+    UnofferedExtension,
 }
 
 impl UpstreamError {
+    /// See [`UpstreamFailure::is_unreachable`].
+    pub fn is_unreachable(&self) -> bool {
+        self.kind.is_unreachable()
+    }
+}
+
+impl UpstreamFailure {
     /// Whether another backend should be tried: only when this one never
     /// answered (contract, "Balancing"); a backend that answers wrongly is
     /// misconfigured and another attempt would hide it.
     pub fn is_unreachable(&self) -> bool {
         match self {
-            UpstreamError::Connect { .. }
-            | UpstreamError::Timeout { .. }
-            | UpstreamError::Lost { .. } => true,
-            UpstreamError::Malformed { .. }
-            | UpstreamError::Status { .. }
-            | UpstreamError::NotWebSocket { .. }
-            | UpstreamError::BadAccept { .. }
-            | UpstreamError::UnofferedProtocol { .. }
-            | UpstreamError::UnofferedExtension { .. } => false,
+            UpstreamFailure::Connect(_)
+            | UpstreamFailure::Timeout(_)
+            | UpstreamFailure::Lost(_) => true,
+            UpstreamFailure::Malformed
+            | UpstreamFailure::Status(_)
+            | UpstreamFailure::UnfinishedRefusal
+            | UpstreamFailure::NotWebSocket
+            | UpstreamFailure::BadAccept
+            | UpstreamFailure::UnofferedProtocol
+            | UpstreamFailure::UnofferedExtension => false,
         }
     }
 }
 
 /// Headers that describe one hop and are not forwarded (RFC 9110 section
-/// 7.6.1); the upgrade pair is written anew.
+/// 7.6.1); the upgrade pair is written anew. A refusal passed back drops the
+/// first seven (the proxy-authentication pair concerns a client's proxy).
 const HOP_BY_HOP: [&str; 9] = [
     "connection",
     "keep-alive",
@@ -200,19 +194,6 @@ impl Offer {
     }
 }
 
-/// Items of a comma list, each cut at its first `;` (extension parameters).
-fn list_items(headers: &HeaderMap, name: HeaderName) -> Vec<String> {
-    headers
-        .get_all(name)
-        .iter()
-        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
-        .filter_map(|item| item.split(|&b| b == b';').next())
-        .filter_map(|t| std::str::from_utf8(t.trim_ascii()).ok())
-        .filter(|t| !t.is_empty())
-        .map(|t| t.to_ascii_lowercase())
-        .collect()
-}
-
 /// A backend connection past its 101.
 #[derive(Debug)]
 pub struct Upgraded {
@@ -228,8 +209,19 @@ pub struct Upgraded {
     pub protocol: Option<HeaderValue>,
 }
 
+/// How a backend answered an upgrade.
+#[derive(Debug)]
+pub enum Answer {
+    /// A correct 101: relay.
+    Upgraded(Upgraded),
+    /// A complete answer of its own (401, 403, 429, ...): the
+    /// application's decision, passed to the client.
+    Refused(Refusal),
+}
+
 /// Connects to `addr`, sends `request`, and waits for a correct 101, all
-/// within `timeout`.
+/// within `timeout`; any other answer is an error (a refusal is
+/// [`UpstreamFailure::Status`]). For callers that only want a WebSocket.
 pub async fn upgrade(
     addr: SocketAddr,
     request: &[u8],
@@ -237,67 +229,103 @@ pub async fn upgrade(
     offer: &Offer,
     timeout: Duration,
 ) -> Result<Upgraded, UpstreamError> {
-    match tokio::time::timeout(timeout, exchange(addr, request, key, offer)).await {
-        Ok(result) => result,
-        Err(_) => Err(UpstreamError::Timeout { addr, timeout }),
+    match answer(addr, request, key, offer, timeout).await? {
+        Answer::Upgraded(upgraded) => Ok(upgraded),
+        Answer::Refused(refusal) => Err(UpstreamError {
+            addr,
+            kind: UpstreamFailure::Status(refusal.status.as_u16()),
+        }),
     }
 }
 
-async fn exchange(
+/// Connects to `addr`, sends `request`, and reads the backend's answer, all
+/// within `timeout`: a correct 101, or a complete refusal with its body.
+pub async fn answer(
     addr: SocketAddr,
     request: &[u8],
     key: &HeaderValue,
     offer: &Offer,
-) -> Result<Upgraded, UpstreamError> {
+    timeout: Duration,
+) -> Result<Answer, UpstreamError> {
+    let deadline = Instant::now() + timeout;
+    let error = |kind| UpstreamError { addr, kind };
+    let (stream, buf) = match timeout_at(deadline, send_and_read_head(addr, request)).await {
+        Ok(result) => result.map_err(error)?,
+        Err(_) => return Err(error(UpstreamFailure::Timeout(timeout))),
+    };
+    let parsed = parse_head(buf).map_err(error)?;
+    if parsed.status == StatusCode::SWITCHING_PROTOCOLS {
+        let upgraded = validate(parsed, stream, key, offer).map_err(error)?;
+        return Ok(Answer::Upgraded(upgraded));
+    }
+    if parsed.status.is_informational() {
+        return Err(error(UpstreamFailure::Status(parsed.status.as_u16())));
+    }
+    // The backend has answered: from here on a failure is not a reason to
+    // try another backend, so the body's own errors are not `Timeout`.
+    match timeout_at(deadline, refusal::read(parsed, stream)).await {
+        Ok(result) => result.map(Answer::Refused).map_err(error),
+        Err(_) => Err(error(UpstreamFailure::UnfinishedRefusal)),
+    }
+}
+
+/// Connects, sends the request, and reads until a whole answer head is in
+/// the buffer (which may hold more: frames or body bytes).
+async fn send_and_read_head(
+    addr: SocketAddr,
+    request: &[u8],
+) -> Result<(TcpStream, BytesMut), UpstreamFailure> {
     let mut stream = TcpStream::connect(addr)
         .await
-        .map_err(|source| UpstreamError::Connect { addr, source })?;
+        .map_err(UpstreamFailure::Connect)?;
     // Small frames must not wait for Nagle's algorithm on either side.
     let _ = stream.set_nodelay(true);
-    let lost = |source| UpstreamError::Lost { addr, source };
-    stream.write_all(request).await.map_err(lost)?;
+    stream
+        .write_all(request)
+        .await
+        .map_err(UpstreamFailure::Lost)?;
     let mut buf = BytesMut::with_capacity(1024);
     loop {
         if buf.len() >= MAX_RESPONSE_HEAD {
-            return Err(UpstreamError::Malformed { addr });
+            return Err(UpstreamFailure::Malformed);
         }
-        if stream.read_buf(&mut buf).await.map_err(lost)? == 0 {
-            return Err(lost(io::ErrorKind::UnexpectedEof.into()));
+        if stream
+            .read_buf(&mut buf)
+            .await
+            .map_err(UpstreamFailure::Lost)?
+            == 0
+        {
+            return Err(UpstreamFailure::Lost(io::ErrorKind::UnexpectedEof.into()));
         }
         let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        let mut res = httparse::Response::new(&mut headers);
-        match res.parse(&buf) {
+        match httparse::Response::new(&mut headers).parse(&buf) {
             Ok(httparse::Status::Partial) => continue,
-            Err(_) => return Err(UpstreamError::Malformed { addr }),
-            Ok(httparse::Status::Complete(len)) => {
-                let (response, deflate, protocol) = validate(addr, &res, key, offer)?;
-                let pre_read = buf.split_off(len).freeze();
-                return Ok(Upgraded {
-                    stream,
-                    pre_read,
-                    response,
-                    deflate,
-                    protocol,
-                });
-            }
+            Ok(httparse::Status::Complete(_)) => return Ok((stream, buf)),
+            Err(_) => return Err(UpstreamFailure::Malformed),
         }
     }
 }
 
-type Validated = (Response<Full<Bytes>>, bool, Option<HeaderValue>);
+/// An answer head, parsed, and what followed it.
+struct Head {
+    status: StatusCode,
+    headers: HeaderMap,
+    /// Bytes after the head: the first frames after a 101, or body bytes.
+    rest: BytesMut,
+}
 
-fn validate(
-    addr: SocketAddr,
-    res: &httparse::Response<'_, '_>,
-    key: &HeaderValue,
-    offer: &Offer,
-) -> Result<Validated, UpstreamError> {
-    let status = res.code.unwrap_or(0);
-    if status != 101 {
-        return Err(UpstreamError::Status { addr, status });
-    }
-    let mut builder = Response::builder().status(StatusCode::SWITCHING_PROTOCOLS);
-    let headers = builder.headers_mut().expect("fresh builder");
+fn parse_head(mut buf: BytesMut) -> Result<Head, UpstreamFailure> {
+    let mut raw = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut res = httparse::Response::new(&mut raw);
+    let len = match res.parse(&buf) {
+        Ok(httparse::Status::Complete(len)) => len,
+        _ => return Err(UpstreamFailure::Malformed),
+    };
+    let status = res
+        .code
+        .and_then(|c| StatusCode::from_u16(c).ok())
+        .ok_or(UpstreamFailure::Malformed)?;
+    let mut headers = HeaderMap::with_capacity(res.headers.len());
     for h in res.headers.iter() {
         let name = HeaderName::from_bytes(h.name.as_bytes());
         let value = HeaderValue::from_bytes(h.value);
@@ -305,36 +333,59 @@ fn validate(
             (Ok(name), Ok(value)) => {
                 headers.append(name, value);
             }
-            _ => return Err(UpstreamError::Malformed { addr }),
+            _ => return Err(UpstreamFailure::Malformed),
         }
     }
-    if !has_token(headers, http::header::UPGRADE, "websocket")
-        || !has_token(headers, http::header::CONNECTION, "upgrade")
+    let rest = buf.split_off(len);
+    Ok(Head {
+        status,
+        headers,
+        rest,
+    })
+}
+
+fn validate(
+    head: Head,
+    stream: TcpStream,
+    key: &HeaderValue,
+    offer: &Offer,
+) -> Result<Upgraded, UpstreamFailure> {
+    let Head {
+        mut headers, rest, ..
+    } = head;
+    if !has_token(&headers, http::header::UPGRADE, "websocket")
+        || !has_token(&headers, http::header::CONNECTION, "upgrade")
     {
-        return Err(UpstreamError::NotWebSocket { addr });
+        return Err(UpstreamFailure::NotWebSocket);
     }
     let expected = accept_for(key.as_bytes());
     match headers.get(http::header::SEC_WEBSOCKET_ACCEPT) {
         Some(v) if v.as_bytes().trim_ascii() == expected.as_bytes() => {}
-        _ => return Err(UpstreamError::BadAccept { addr }),
+        _ => return Err(UpstreamFailure::BadAccept),
     }
-    let chosen = list_items(headers, http::header::SEC_WEBSOCKET_PROTOCOL);
+    let chosen = list_items(&headers, http::header::SEC_WEBSOCKET_PROTOCOL);
     if chosen.len() > 1 || chosen.iter().any(|p| !offer.protocols.contains(p)) {
-        return Err(UpstreamError::UnofferedProtocol { addr });
+        return Err(UpstreamFailure::UnofferedProtocol);
     }
-    let extensions = list_items(headers, http::header::SEC_WEBSOCKET_EXTENSIONS);
+    let extensions = list_items(&headers, http::header::SEC_WEBSOCKET_EXTENSIONS);
     if extensions.iter().any(|e| !offer.extensions.contains(e)) {
-        return Err(UpstreamError::UnofferedExtension { addr });
+        return Err(UpstreamFailure::UnofferedExtension);
     }
     let deflate = extensions.iter().any(|e| e == "permessage-deflate");
     let protocol = headers.get(http::header::SEC_WEBSOCKET_PROTOCOL).cloned();
     // A 101 has no body; these would only confuse the client's parser.
     headers.remove(http::header::CONTENT_LENGTH);
     headers.remove(http::header::TRANSFER_ENCODING);
-    let response = builder
-        .body(Full::new(Bytes::new()))
-        .map_err(|_| UpstreamError::Malformed { addr })?;
-    Ok((response, deflate, protocol))
+    let mut response = Response::new(Full::new(Bytes::new()));
+    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    *response.headers_mut() = headers;
+    Ok(Upgraded {
+        stream,
+        pre_read: rest.freeze(),
+        response,
+        deflate,
+        protocol,
+    })
 }
 
 #[cfg(test)]
@@ -378,5 +429,15 @@ mod tests {
         );
         let offer = Offer::from_request(&h);
         assert_eq!(offer.extensions, ["permessage-deflate", "x-foo"]);
+    }
+
+    #[test]
+    fn reasons_a_client_sees_name_no_backend() {
+        let e = UpstreamError {
+            addr: "10.1.2.3:4567".parse().unwrap(),
+            kind: UpstreamFailure::BadAccept,
+        };
+        assert!(e.to_string().contains("10.1.2.3:4567"), "the log names it");
+        assert!(!e.kind.to_string().contains("4567"));
     }
 }

@@ -271,3 +271,30 @@ async fn max_connections_is_a_hard_cap() {
     let answer = raw_request(proxy.addr("main"), upgrade_request("/", "").as_bytes()).await;
     assert_eq!(answer.status, 503, "{}", answer.body);
 }
+
+#[tokio::test]
+async fn sticky_failover_reissues_the_cookie_for_the_backend_that_served() {
+    let mut b = backends(&["a", "b"]).await;
+    let proxy = sticky_proxy("cookie", "wsgate_sticky", &b).await;
+    let (ws, first, headers) = connect_named(proxy.addr("main"), "/", &[]).await;
+    drop(ws);
+    let cookie = |headers: &http::HeaderMap| {
+        let set = headers.get("set-cookie")?.to_str().unwrap();
+        Some(set.split(';').next().unwrap().to_string())
+    };
+    let old = cookie(&headers).expect("the first 101 sets the cookie");
+    let at = b.iter().position(|x| x.name == first).unwrap();
+    b.remove(at).kill().await;
+
+    // The cookie's backend is gone: the client is served elsewhere and
+    // told so, or it would flip back when the old backend recovers.
+    let (_ws, second, headers) = connect_named(proxy.addr("main"), "/", &[("cookie", &old)]).await;
+    assert_ne!(second, first);
+    let new = cookie(&headers).expect("failover re-issues the cookie");
+    assert_ne!(new, old);
+
+    // The new cookie sticks and is not set again.
+    let (_ws, third, headers) = connect_named(proxy.addr("main"), "/", &[("cookie", &new)]).await;
+    assert_eq!(third, second);
+    assert!(headers.get("set-cookie").is_none(), "{headers:?}");
+}

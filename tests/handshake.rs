@@ -150,17 +150,7 @@ async fn unreachable_backend_is_502() {
     let proxy = start_proxy(&simple_config(&[closed], "")).await;
     let answer = raw_request(proxy.addr("main"), upgrade_request("/echo", "").as_bytes()).await;
     assert_eq!(answer.status, 502);
-    assert!(answer.body.contains(&closed.to_string()), "{}", answer.body);
-}
-
-#[tokio::test]
-async fn backend_answering_200_is_502() {
-    let backend =
-        scripted_backend(|_| "HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok".into()).await;
-    let proxy = start_proxy(&simple_config(&[backend.addr], "")).await;
-    let answer = raw_request(proxy.addr("main"), upgrade_request("/echo", "").as_bytes()).await;
-    assert_eq!(answer.status, 502);
-    assert!(answer.body.contains("200"), "{}", answer.body);
+    assert!(answer.body.contains("unreachable"), "{}", answer.body);
 }
 
 #[tokio::test]
@@ -180,7 +170,7 @@ async fn backend_choosing_unoffered_subprotocol_is_502() {
     let backend = scripted_backend(|key| {
         format!(
             "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {}\r\nSec-WebSocket-Protocol: mqtt\r\n\r\n",
-            wsgate::handshake::accept_for(key.as_bytes())
+            wsgate::rfc6455::accept_for(key.as_bytes())
         )
     })
     .await;
@@ -263,4 +253,182 @@ async fn a_request_that_never_completes_times_out_with_408() {
     let (_ws, answer) = RawWs::connect(proxy.addr("main"), &upgrade_request("/echo", "")).await;
     assert_eq!(answer.status, 101);
     assert_eq!(backend.connection_count(), 1);
+}
+
+/// One request to a proxy in front of `backends`; the raw answer.
+async fn through(backends: &[std::net::SocketAddr], request: &str) -> RawAnswer {
+    let proxy = start_proxy(&simple_config(backends, "")).await;
+    raw_request(proxy.addr("main"), request.as_bytes()).await
+}
+
+#[tokio::test]
+async fn backend_refusal_is_passed_on_without_hop_by_hop_headers() {
+    let backend = scripted_backend(|_| {
+        "HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Bearer realm=\"chat\"\r\nX-App: yes\r\nConnection: keep-alive, X-Hop\r\nX-Hop: secret\r\nKeep-Alive: timeout=5\r\nProxy-Connection: keep-alive\r\nTrailer: X-T\r\nUpgrade: h2c\r\nContent-Length: 14\r\n\r\nlog in, please".into()
+    })
+    .await;
+    let proxy = start_proxy(&simple_config(&[backend.addr], "")).await;
+    for round in 1..=2 {
+        let answer = raw_request(proxy.addr("main"), upgrade_request("/echo", "").as_bytes()).await;
+        assert_eq!(answer.status, 401, "round {round}: {answer:?}");
+        assert_eq!(
+            answer.header("www-authenticate"),
+            Some("Bearer realm=\"chat\"")
+        );
+        assert_eq!(answer.header("x-app"), Some("yes"));
+        assert_eq!(answer.header("content-length"), Some("14"));
+        assert_eq!(answer.body, "log in, please");
+        for hop in [
+            "x-hop",
+            "keep-alive",
+            "proxy-connection",
+            "trailer",
+            "upgrade",
+        ] {
+            assert_eq!(answer.header(hop), None, "{hop} is hop-by-hop: {answer:?}");
+        }
+        // Not marked down: the second round reaches the backend again
+        // instead of getting 503.
+        assert_eq!(backend.connection_count(), round);
+    }
+}
+
+#[tokio::test]
+async fn backend_refusal_is_not_retried_on_another_backend() {
+    let refuse = |_: &str| {
+        "HTTP/1.1 429 Too Many Requests\r\nRetry-After: 5\r\nContent-Length: 0\r\n\r\n".into()
+    };
+    let one = scripted_backend(refuse).await;
+    let two = scripted_backend(refuse).await;
+    let answer = through(&[one.addr, two.addr], &upgrade_request("/echo", "")).await;
+    assert_eq!(answer.status, 429);
+    assert_eq!(answer.header("retry-after"), Some("5"));
+    assert_eq!(answer.body, "");
+    assert_eq!(one.connection_count() + two.connection_count(), 1);
+}
+
+#[tokio::test]
+async fn chunked_refusal_body_is_passed_on_whole() {
+    let backend = scripted_backend(|_| {
+        "HTTP/1.1 403 Forbidden\r\nTransfer-Encoding: chunked\r\nContent-Type: text/plain\r\n\r\n6\r\nnot on\r\n9;ext=1\r\n this map\r\n0\r\nX-Trailer: t\r\n\r\n".into()
+    })
+    .await;
+    let answer = through(&[backend.addr], &upgrade_request("/echo", "")).await;
+    assert_eq!(answer.status, 403, "{answer:?}");
+    assert_eq!(answer.header("transfer-encoding"), None);
+    assert_eq!(answer.header("content-type"), Some("text/plain"));
+    assert_eq!(answer.body, "not on this map");
+}
+
+#[tokio::test]
+async fn bodiless_refusal_needs_no_backend_close() {
+    // The scripted backend keeps its connection open: a 204 without
+    // Content-Length must not wait for the end of a body it cannot have.
+    let backend =
+        scripted_backend(|_| "HTTP/1.1 204 No Content\r\nX-Why: quiet\r\n\r\n".into()).await;
+    let answer = through(&[backend.addr], &upgrade_request("/echo", "")).await;
+    assert_eq!(answer.status, 204, "{answer:?}");
+    assert_eq!(answer.header("x-why"), Some("quiet"));
+}
+
+#[tokio::test]
+async fn refusal_body_over_64_kib_is_cut_and_the_connection_closed() {
+    let backend = scripted_backend(|_| {
+        format!(
+            "HTTP/1.1 404 Not Found\r\nContent-Length: 100000\r\n\r\n{}",
+            "x".repeat(100_000)
+        )
+    })
+    .await;
+    let answer = through(&[backend.addr], &upgrade_request("/echo", "")).await;
+    assert_eq!(answer.status, 404);
+    // The declared length stays, so the client sees the answer is cut.
+    assert_eq!(answer.header("content-length"), Some("100000"));
+    assert_eq!(answer.body.len(), 64 * 1024);
+}
+
+#[tokio::test]
+async fn no_answer_made_by_the_proxy_names_a_backend_address() {
+    let closed = closed_port().await;
+    let wrong_accept = scripted_backend(|_| {
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: d3Jvbmc=\r\n\r\n".into()
+    })
+    .await;
+    let garbage = scripted_backend(|_| "HTTP/9 what\r\n\r\n".into()).await;
+    let unfinished =
+        scripted_backend(|_| "HTTP/1.1 401 Unauthorized\r\nContent-Length: 10\r\n\r\nabc".into())
+            .await;
+    for (addr, timeout) in [
+        (closed, ""),
+        (wrong_accept.addr, ""),
+        (garbage.addr, ""),
+        (unfinished.addr, "[defaults]\nconnect_timeout = \"300ms\"\n"),
+    ] {
+        let proxy = start_proxy(&simple_config(&[addr], timeout)).await;
+        let answer = raw_request(proxy.addr("main"), upgrade_request("/echo", "").as_bytes()).await;
+        assert_eq!(answer.status, 502, "{addr}: {answer:?}");
+        let text = format!("{:?}{}", answer.headers, answer.body);
+        assert!(!text.contains(&addr.to_string()), "{text}");
+        assert!(!text.contains(&addr.port().to_string()), "{text}");
+    }
+}
+
+#[tokio::test]
+async fn upgrade_with_a_body_is_400() {
+    let req = upgrade_request("/echo", "Content-Length: 6\r\n") + "abcdef";
+    let answer = rejected(&req, 400).await;
+    assert!(answer.body.contains("body"), "{}", answer.body);
+    let req = upgrade_request("/echo", "Transfer-Encoding: chunked\r\n") + "0\r\n\r\n";
+    rejected(&req, 400).await;
+    // An empty body is no body.
+    let (proxy, _backend) = setup(false).await;
+    let req = upgrade_request("/echo", "Content-Length: 0\r\n");
+    let (_ws, answer) = RawWs::connect(proxy.addr("main"), &req).await;
+    assert_eq!(answer.status, 101);
+}
+
+#[tokio::test]
+async fn duplicate_host_or_origin_is_400() {
+    let answer = rejected(&upgrade_request("/echo", "Host: other\r\n"), 400).await;
+    assert!(answer.body.contains("Host"), "{}", answer.body);
+    let two = "Origin: https://good.example\r\nOrigin: https://evil.example\r\n";
+    let answer = rejected(&upgrade_request("/echo", two), 400).await;
+    assert!(answer.body.contains("Origin"), "{}", answer.body);
+}
+
+#[tokio::test]
+async fn two_content_lengths_get_a_reason_and_are_counted() {
+    let backend = echo_backend().await;
+    let toml = format!(
+        "[admin]\nbind = \"127.0.0.1:0\"\n\n{}",
+        simple_config(&[backend.addr], "")
+    );
+    let proxy = start_proxy(&toml).await;
+    let req = upgrade_request("/echo", "Content-Length: 0\r\nContent-Length: 5\r\n");
+    let answer = raw_request(proxy.addr("main"), req.as_bytes()).await;
+    assert_eq!(answer.status, 400);
+    assert!(answer.body.contains("Content-Length"), "{}", answer.body);
+    // Counted where the access-log line is written.
+    let (_, scrape) = admin(proxy.shared.admin_addr.unwrap(), "GET", "/metrics").await;
+    assert_eq!(
+        sample(
+            &scrape,
+            "wsgate_handshake_rejections_total",
+            &["status=\"400\""]
+        ),
+        1.0
+    );
+    assert_eq!(backend.connection_count(), 0);
+}
+
+#[tokio::test]
+async fn bare_lf_line_endings_are_400_at_once() {
+    let backend = echo_backend().await;
+    let toml = simple_config(&[backend.addr], "[defaults]\nhandshake_timeout = \"60s\"\n");
+    let proxy = start_proxy(&toml).await;
+    let req = upgrade_request("/echo", "").replace("\r\n", "\n");
+    // `raw_request` gives up long before the 60 s handshake_timeout.
+    let answer = raw_request(proxy.addr("main"), req.as_bytes()).await;
+    assert_eq!(answer.status, 400, "{answer:?}");
+    assert!(answer.body.contains("LF"), "{}", answer.body);
 }
