@@ -131,7 +131,7 @@ function drawPool(p) {
     else bar.hidden = true;
     let action = null;
     if (b.in_config) {
-      action = b.held
+      action = b.drained_by_admin
         ? el("button", { type: "button", class: "undrain", "data-pool": p.name, "data-addr": b.addr }, "Undrain")
         : el("button", { type: "button", class: "drain", "data-pool": p.name, "data-addr": b.addr, disabled: b.draining }, "Drain");
     }

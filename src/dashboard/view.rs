@@ -239,7 +239,7 @@ fn document(
                         "in_config": weight.is_some(),
                         "up": state.is_up(now),
                         "draining": state.is_draining(),
-                        "held": shared.registry.is_held(&pool.name, state.addr()),
+                        "drained_by_admin": shared.registry.is_held(&pool.name, state.addr()),
                         "active": state.active(),
                         "handshakes_per_s": rates.by_backend.get(&key).copied().unwrap_or(0.0),
                         "messages_per_s": traffic(&rates.messages_by_backend),

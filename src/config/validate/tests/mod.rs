@@ -177,6 +177,7 @@ fn example_file_commented_examples_parse() {
     for stem in ["server", "chat", "api"] {
         dir.cert(&format!("certs/{stem}"), &[&format!("{stem}.example.com")]);
     }
+    std::fs::write(dir.0.join("admin-token"), "example-token\n").unwrap();
     let config = parse(&uncommented.join("\n"), &dir.0, "uncommented").unwrap();
     let counts = (
         config.listeners.len(),
