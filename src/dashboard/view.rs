@@ -339,3 +339,47 @@ fn route_label(host: Option<&HostPattern>, path_prefix: &str) -> String {
     };
     format!("{host}{path_prefix}")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BEFORE: &str = "\
+wsgate_connections_total{route=\"*/echo\",pool=\"p\",backend=\"127.0.0.1:1\"} 10
+wsgate_messages_total{direction=\"client_to_backend\",pool=\"p\",backend=\"127.0.0.1:1\"} 100
+wsgate_messages_total{direction=\"backend_to_client\",pool=\"p\",backend=\"127.0.0.1:1\"} 50
+wsgate_closes_total{code=\"1009\",initiator=\"client\",pool=\"p\",backend=\"127.0.0.1:1\"} 1
+wsgate_handshake_rejections_total{status=\"404\"} 2
+";
+
+    #[test]
+    fn counters_group_what_the_panels_show() {
+        let c = Counters::of(&Scrape::parse(BEFORE));
+        assert_eq!(c.upgrades, 10.0);
+        assert_eq!(c.messages, [100.0, 50.0]);
+        assert_eq!(c.by_route["*/echo"], 10.0);
+        let key = ("p".to_string(), "127.0.0.1:1".to_string(), 1);
+        assert_eq!(c.messages_by_backend[&key], 50.0);
+        assert_eq!(c.events[&Key::Close(1009, Initiator::Client)], 1.0);
+        assert_eq!(c.events[&Key::Status(404)], 2.0);
+        // No HTTP metric yet: the dashboard's HTTP slot stays empty.
+        assert_eq!(c.http, None);
+    }
+
+    #[test]
+    fn http_requests_appear_once_the_metric_exists() {
+        let text = format!("{BEFORE}wsgate_http_requests_total{{pool=\"p\",code=\"200\"}} 7\n");
+        let c = Counters::of(&Scrape::parse(&text));
+        assert_eq!(c.http, Some(7.0));
+        assert_eq!(c.http_by_pool["p"], 7.0);
+    }
+
+    #[test]
+    fn route_labels_match_the_metrics() {
+        assert_eq!(route_label(None, "/echo"), "*/echo");
+        let exact = HostPattern::Exact("chat.example.com".into());
+        assert_eq!(route_label(Some(&exact), "/"), "chat.example.com/");
+        let suffix = HostPattern::Suffix(".example.com".into());
+        assert_eq!(route_label(Some(&suffix), "/x"), "*.example.com/x");
+    }
+}
