@@ -99,7 +99,7 @@ async fn answer(req: Request<Incoming>, shared: &Arc<Shared>) -> Response<Full<B
 fn status(shared: &Shared) -> serde_json::Value {
     let snapshot = shared.current.load();
     let config = &snapshot.config;
-    let now = std::time::Instant::now();
+    let now = tokio::time::Instant::now();
     let listeners: Vec<_> = config
         .listeners
         .iter()

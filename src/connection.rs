@@ -5,7 +5,6 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant as StdInstant;
 
 use bytes::Bytes;
 use http::{Request, Response};
@@ -128,7 +127,7 @@ async fn serve_http<IO>(
     first_byte: Option<FirstByte>,
     tls: bool,
 ) where
-    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    IO: AsyncRead + AsyncWrite + relay::Socket + Unpin + Send + 'static,
 {
     let head = match timeout_at(deadline, handshake::read_head(&mut io, limit, first_byte)).await {
         Ok(Ok(head)) => head,
@@ -219,9 +218,9 @@ async fn upgrade<IO>(
     tls: bool,
 ) -> Response<Either<Full<Bytes>, RefusalBody>>
 where
-    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    IO: AsyncRead + AsyncWrite + relay::Socket + Unpin + Send + 'static,
 {
-    let started = StdInstant::now();
+    let started = Instant::now();
     let snapshot = &accepted.snapshot;
     let host = req
         .headers()
@@ -363,13 +362,11 @@ async fn connect_backend(
     let pool = &snapshot.config.pools[pool_index];
     let balancer = &snapshot.balancers[pool_index];
     let mut last_failure = None;
-    for idx in balancer.candidates(key, StdInstant::now()) {
+    for idx in balancer.candidates(key, Instant::now()) {
         let Some(lease) = balancer.lease(idx) else {
             continue; // filled up since the candidates were listed
         };
-        let left = attempt
-            .budget_end
-            .saturating_duration_since(StdInstant::now());
+        let left = attempt.budget_end.saturating_duration_since(Instant::now());
         if left.is_zero() {
             break;
         }
@@ -390,7 +387,7 @@ async fn connect_backend(
             }
             Err(e) if e.is_unreachable() => {
                 warn!(pool = %pool.name, error = %e, "backend unreachable: marked down, trying the next");
-                balancer.mark_failed(idx, StdInstant::now());
+                balancer.mark_failed(idx, Instant::now());
                 last_failure = Some(e.kind);
             }
             Err(e) => {
@@ -417,7 +414,7 @@ struct Attempt<'a> {
     /// The route's `connect_timeout`, per attempt.
     connect_timeout: std::time::Duration,
     /// When the last attempt must have ended.
-    budget_end: StdInstant,
+    budget_end: Instant,
 }
 
 /// Everything the relay task takes over from the handshake.
@@ -441,9 +438,9 @@ struct Handover {
 /// access-log line.
 async fn relay_connection<IO>(on_upgrade: hyper::upgrade::OnUpgrade, h: Handover)
 where
-    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    IO: AsyncRead + AsyncWrite + relay::Socket + Unpin + Send + 'static,
 {
-    let relay_started = StdInstant::now();
+    let relay_started = Instant::now();
     let client = match on_upgrade.await {
         Ok(upgraded) => upgraded,
         Err(e) => {

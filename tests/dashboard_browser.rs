@@ -388,7 +388,7 @@ async fn readme_screenshot() {
         )
         .await;
     let main = proxy.addr("main");
-    let stop = std::time::Instant::now() + Duration::from_secs(20);
+    let stop = tokio::time::Instant::now() + Duration::from_secs(20);
     let mut tasks = Vec::new();
     for (i, path) in ["/echo", "/prices", "/game"]
         .iter()
@@ -400,7 +400,7 @@ async fn readme_screenshot() {
         tasks.push(tokio::spawn(async move {
             let mut ws = ws_connect(main, &path).await;
             let size = 64 + (i % 7) * 200;
-            while std::time::Instant::now() < stop {
+            while tokio::time::Instant::now() < stop {
                 if ws.send(Message::binary(vec![7u8; size])).await.is_err() {
                     return;
                 }

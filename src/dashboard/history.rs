@@ -10,9 +10,8 @@ use std::time::SystemTime;
 pub const SECONDS: usize = 300;
 
 /// Distinct keys (close code and initiator, or status) one point keeps;
-/// the rest of that second is folded into [`Key::Other`]. Applications may
-/// send any code in 4000..=4999, so without a cap a hostile backend could
-/// make one point as large as the code space.
+/// the rest of that second is folded into [`Key::Other`], so that a point
+/// stays small whatever statuses backends answer with.
 pub const KEYS_PER_POINT: usize = 24;
 
 /// Reloads remembered.
@@ -71,13 +70,47 @@ impl<T> Ring<T> {
 /// What a per-second tally counts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Key {
-    /// A close code and who started the close (`client`, `backend`,
-    /// `proxy`).
-    Close(u16, Initiator),
+    /// A close code (as the metrics label it) and who started the close.
+    Close(CodeLabel, Initiator),
     /// A handshake rejection status.
     Status(u16),
     /// Whatever did not fit in [`KEYS_PER_POINT`].
     Other,
+}
+
+/// The `code` label of `wsgate_closes_total`: a code RFC 6455 and its
+/// registry name, or one of the ranges the metrics group codes into.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum CodeLabel {
+    /// 1000..=1015.
+    Code(u16),
+    /// `3xxx`: registered with IANA.
+    Registered,
+    /// `4xxx`: private to the application.
+    Private,
+    /// `other`, or a label this version does not know.
+    Other,
+}
+
+impl CodeLabel {
+    /// Reads a metrics label value.
+    pub fn parse(label: &str) -> CodeLabel {
+        match label {
+            "3xxx" => CodeLabel::Registered,
+            "4xxx" => CodeLabel::Private,
+            l => l.parse().map_or(CodeLabel::Other, CodeLabel::Code),
+        }
+    }
+
+    /// The number where there is one, else the label.
+    pub fn to_json(self) -> serde_json::Value {
+        match self {
+            CodeLabel::Code(n) => n.into(),
+            CodeLabel::Registered => "3xxx".into(),
+            CodeLabel::Private => "4xxx".into(),
+            CodeLabel::Other => "other".into(),
+        }
+    }
 }
 
 /// Who started a close, as the metrics label it.
@@ -245,10 +278,10 @@ mod tests {
     #[test]
     fn window_totals_sum_the_last_five_minutes_only() {
         let mut ring = Ring::new(SECONDS);
-        let close = Key::Close(1009, Initiator::Proxy);
+        let close = Key::Close(CodeLabel::Code(1009), Initiator::Proxy);
         // This one falls out of the window.
         ring.push(Point {
-            events: Tally::new([(Key::Close(1014, Initiator::Backend), 7)]),
+            events: Tally::new([(Key::Close(CodeLabel::Code(1014), Initiator::Backend), 7)]),
             ..Point::default()
         });
         for _ in 0..SECONDS {
@@ -260,21 +293,33 @@ mod tests {
         let totals = window_totals(&ring);
         assert_eq!(totals.get(&close), Some(&(2 * SECONDS as u64)));
         assert_eq!(totals.get(&Key::Status(404)), Some(&(SECONDS as u64)));
-        assert_eq!(totals.get(&Key::Close(1014, Initiator::Backend)), None);
+        assert_eq!(
+            totals.get(&Key::Close(CodeLabel::Code(1014), Initiator::Backend)),
+            None
+        );
     }
 
     #[test]
     fn a_tally_keeps_the_largest_keys_and_folds_the_rest() {
-        let counts =
-            (0..100u16).map(|i| (Key::Close(4000 + i, Initiator::Backend), u64::from(i) + 1));
+        let counts = (0..100u16).map(|i| (Key::Status(400 + i), u64::from(i) + 1));
         let tally = Tally::new(counts);
         assert_eq!(tally.iter().count(), KEYS_PER_POINT);
         let first = tally.iter().next().unwrap();
-        assert_eq!(*first, (Key::Close(4099, Initiator::Backend), 100));
+        assert_eq!(*first, (Key::Status(499), 100));
         let total: u64 = tally.iter().map(|(_, n)| n).sum();
         assert_eq!(total, (1..=100).sum::<u64>());
         assert!(matches!(tally.iter().last(), Some((Key::Other, _))));
         assert_eq!(Tally::new([(Key::Status(503), 0)]), Tally::default());
+    }
+
+    #[test]
+    fn close_code_labels() {
+        assert_eq!(CodeLabel::parse("1009"), CodeLabel::Code(1009));
+        assert_eq!(CodeLabel::parse("4xxx"), CodeLabel::Private);
+        assert_eq!(CodeLabel::parse("3xxx"), CodeLabel::Registered);
+        assert_eq!(CodeLabel::parse("other"), CodeLabel::Other);
+        assert_eq!(CodeLabel::Code(1014).to_json(), serde_json::json!(1014));
+        assert_eq!(CodeLabel::Private.to_json(), serde_json::json!("4xxx"));
     }
 
     #[test]

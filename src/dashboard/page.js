@@ -8,6 +8,7 @@ const CLOSE_NAMES = {
   1005: "no status", 1006: "abnormal", 1007: "invalid payload", 1008: "policy violation",
   1009: "message too big", 1010: "extension missing", 1011: "internal error",
   1012: "service restart", 1013: "try again later", 1014: "bad gateway",
+  "3xxx": "registered (3000-3999)", "4xxx": "application (4000-4999)",
 };
 // Codes an operator should notice at once: limits hit, broken peers, broken backends.
 const ALERT_CODES = new Set([1009, 1002, 1014]);
@@ -93,8 +94,8 @@ function draw(doc) {
   }
 
   const closes = [...doc.closes].sort((a, b) => b.count - a.count);
-  fillTable("closes", closes.map((c) => el("tr", { class: ALERT_CODES.has(c.code) ? "alert" : "", "data-code": c.code ?? "other" },
-    el("td", {}, c.code ?? "other"), el("td", {}, CLOSE_NAMES[c.code] || (c.code >= 4000 ? "application" : "")),
+  fillTable("closes", closes.map((c) => el("tr", { class: ALERT_CODES.has(c.code) ? "alert" : "", "data-code": c.code },
+    el("td", {}, c.code), el("td", {}, CLOSE_NAMES[c.code] || ""),
     el("td", {}, c.initiator), el("td", { class: "num" }, c.count))));
   fillTable("rejections", doc.rejections.map((r) => el("tr", { "data-status": r.status },
     el("td", {}, r.status), el("td", { class: "num" }, r.count), el("td", { class: "num" }, r.total))));

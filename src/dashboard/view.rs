@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 
 use serde_json::{json, Value};
 
-use super::history::{self, Initiator, Key, Point, Reload, Ring, Tally};
+use super::history::{self, CodeLabel, Initiator, Key, Point, Reload, Ring, Tally};
 use super::scrape::{rates, Scrape, Series};
 use crate::config::{Balance, HealthCheckKind, HostPattern};
 use crate::server::Shared;
@@ -61,7 +61,7 @@ impl Counters {
             })
         };
         let mut events = scrape.group("wsgate_closes_total", |s| {
-            let code = s.label("code")?.parse().ok()?;
+            let code = CodeLabel::parse(s.label("code")?);
             Some(Key::Close(code, Initiator::parse(s.label("initiator")?)?))
         });
         events.extend(scrape.group("wsgate_handshake_rejections_total", |s| {
@@ -199,7 +199,7 @@ fn document(
             })
         })
         .collect();
-    let now = std::time::Instant::now();
+    let now = tokio::time::Instant::now();
     let pools: Vec<Value> = config
         .pools
         .iter()
@@ -276,7 +276,7 @@ fn document(
     for (key, count) in &window {
         match key {
             Key::Close(code, initiator) => closes.push(json!({
-                "code": code, "initiator": initiator.as_str(), "count": count,
+                "code": code.to_json(), "initiator": initiator.as_str(), "count": count,
             })),
             Key::Status(status) => rejections.push(json!({
                 "status": status, "count": count,
@@ -360,7 +360,10 @@ wsgate_handshake_rejections_total{status=\"404\"} 2
         assert_eq!(c.by_route["*/echo"], 10.0);
         let key = ("p".to_string(), "127.0.0.1:1".to_string(), 1);
         assert_eq!(c.messages_by_backend[&key], 50.0);
-        assert_eq!(c.events[&Key::Close(1009, Initiator::Client)], 1.0);
+        assert_eq!(
+            c.events[&Key::Close(CodeLabel::Code(1009), Initiator::Client)],
+            1.0
+        );
         assert_eq!(c.events[&Key::Status(404)], 2.0);
         // No HTTP metric yet: the dashboard's HTTP slot stays empty.
         assert_eq!(c.http, None);
