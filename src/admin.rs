@@ -3,6 +3,7 @@
 //! a private interface: it can reload the configuration.
 
 use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -18,24 +19,56 @@ use tokio::net::TcpListener;
 use tracing::{debug, info};
 
 use crate::config::{Balance, HostPattern};
-use crate::dashboard::{self, AdminBody};
-use crate::server::Shared;
+use crate::dashboard::{self, AdminBody, Dashboard};
+use crate::server::{out_of_descriptors, AcceptBackoff, Server, Shared};
 
-/// Serves admin requests on `listener` until the process ends.
-pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
-    if let Ok(addr) = listener.local_addr() {
-        info!(%addr, "admin listening");
-    }
-    dashboard::Dashboard::start(&shared);
+/// Serves the admin listener `server` bound, if its configuration has one,
+/// in a task of its own.
+pub fn spawn(server: &Server) {
+    let Some(socket) = server.take_admin_socket() else {
+        return;
+    };
+    let Ok(addr) = socket.local_addr() else {
+        return;
+    };
+    // Logged before this returns: the socket is bound and accepts from
+    // here on, and what the caller logs next comes after.
+    info!(%addr, "admin listening");
+    tokio::spawn(serve(socket, addr, server.shared().clone()));
+}
+
+/// Serves admin requests on `listener` (bound to `addr`) until the process
+/// ends.
+async fn serve(listener: TcpListener, addr: SocketAddr, shared: Arc<Shared>) {
+    let mut backoff = AcceptBackoff::new(addr);
+    let dashboard = Dashboard::start(&shared);
     loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            continue;
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            // Out of descriptors: the reserve held for this moment is
+            // given back, and the probe waiting in the backlog gets one.
+            Err(e) if out_of_descriptors(&e) && shared.reserve.release() => {
+                match listener.accept().await {
+                    Ok((stream, _)) => stream,
+                    Err(e) => {
+                        backoff.failed(&e).await;
+                        continue;
+                    }
+                }
+            }
+            Err(e) => {
+                backoff.failed(&e).await;
+                continue;
+            }
         };
+        backoff.succeeded();
         let shared = shared.clone();
+        let dashboard = dashboard.clone();
         tokio::spawn(async move {
             let service = service_fn(move |req| {
                 let shared = shared.clone();
-                async move { Ok::<_, Infallible>(dispatch(req, &shared).await) }
+                let dashboard = dashboard.clone();
+                async move { Ok::<_, Infallible>(dispatch(req, &shared, &dashboard).await) }
             });
             if let Err(e) = http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), service)
@@ -48,11 +81,15 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
 }
 
 /// The token check first, then the dashboard's endpoints, then the rest.
-async fn dispatch(req: Request<Incoming>, shared: &Arc<Shared>) -> Response<AdminBody> {
+async fn dispatch(
+    req: Request<Incoming>,
+    shared: &Arc<Shared>,
+    dashboard: &Dashboard,
+) -> Response<AdminBody> {
     if let Some(denied) = dashboard::refusal(&req, shared) {
         return denied;
     }
-    if let Some(resp) = dashboard::answer(&req, shared).await {
+    if let Some(resp) = dashboard.answer(&req, shared) {
         return resp;
     }
     answer(req, shared).await.map(BodyExt::boxed)
@@ -81,7 +118,7 @@ async fn answer(req: Request<Incoming>, shared: &Arc<Shared>) -> Response<Full<B
             None => text(StatusCode::NOT_FOUND, "metrics are off\n"),
         },
         (&Method::GET, "/status") => json_response(StatusCode::OK, status(shared)),
-        (&Method::POST, "/reload") => match crate::reload::reload(shared).await {
+        (&Method::POST, "/reload") => match shared.reload().await {
             Ok(version) => json_response(StatusCode::OK, json!({ "version": version })),
             Err(e) => json_response(StatusCode::BAD_REQUEST, json!({ "errors": e.messages() })),
         },

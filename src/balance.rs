@@ -21,7 +21,10 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use tokio::sync::watch;
+
 use crate::config::{self, Balance, StickySource};
+use crate::shutdown::{Drain, DrainSignal};
 
 /// How long a backend that failed a connect stays down in a pool without a
 /// health check (contract, "Balancing").
@@ -123,6 +126,9 @@ pub struct BackendState {
     /// when" share one word so a reader never sees one without the other.
     down_until: AtomicU64,
     draining: AtomicBool,
+    /// Announces a drain (removal by a reload, or shutdown) to the
+    /// backend's open connections; `None` until one starts.
+    drain: watch::Sender<Option<Drain>>,
     /// The last active health check, for the dashboard.
     last_check: Mutex<Option<CheckResult>>,
 }
@@ -146,6 +152,7 @@ impl BackendState {
             active: AtomicU32::new(0),
             down_until: AtomicU64::new(0),
             draining: AtomicBool::new(false),
+            drain: watch::Sender::new(None),
             last_check: Mutex::new(None),
         }
     }
@@ -197,6 +204,29 @@ impl BackendState {
     /// The last active health check, if the pool has checks and one ran.
     pub fn last_check(&self) -> Option<CheckResult> {
         self.last_check.lock().expect("not poisoned").clone()
+    }
+
+    /// Announces `drain` to this backend's connections, unless one is
+    /// announced already (the earlier order stands).
+    pub fn announce_drain(&self, drain: Drain) {
+        self.drain.send_if_modified(|current| {
+            let unset = current.is_none();
+            if unset {
+                *current = Some(drain);
+            }
+            unset
+        });
+    }
+
+    /// Withdraws the drain for connections made from now on (the backend
+    /// came back); connections already told keep their close time.
+    pub fn withdraw_drain(&self) {
+        self.drain.send_replace(None);
+    }
+
+    /// What a connection to this backend watches for a drain.
+    pub fn drain_signal(&self) -> DrainSignal {
+        self.drain.subscribe()
     }
 
     /// Marks the backend up, e.g. after a passing health check.

@@ -22,7 +22,7 @@ use crate::close::{CloseCode, CloseInfo, Initiator};
 use crate::config::{HostPattern, StickySource};
 use crate::handshake::{self, FirstByte, ReadHeadError, Reject, Rewind};
 use crate::metrics::{ConnectionLabels, Meter};
-use crate::server::Shared;
+use crate::runtime::Runtime;
 use crate::shutdown::{self, Guard};
 use crate::snapshot::{ListenerKey, Snapshot};
 use crate::upstream::{self, Offer, RefusalBody};
@@ -39,8 +39,9 @@ pub struct Accepted {
     pub snapshot: Arc<Snapshot>,
     /// Counts this connection as open until it ends.
     pub guard: Guard,
-    /// The running proxy's shared parts (drain signals, live state).
-    pub shared: Arc<Shared>,
+    /// What the running proxy shares with connections (live state,
+    /// metrics).
+    pub runtime: Arc<Runtime>,
 }
 
 /// What the handshake needs of [`Accepted`], shared with hyper's service.
@@ -48,7 +49,7 @@ struct Context {
     peer: SocketAddr,
     listener: Arc<str>,
     snapshot: Arc<Snapshot>,
-    shared: Arc<Shared>,
+    shared: Arc<Runtime>,
     guard: std::sync::Mutex<Option<Guard>>,
 }
 
@@ -72,7 +73,7 @@ pub async fn serve(stream: TcpStream, accepted: Accepted) {
         peer: accepted.peer,
         listener: Arc::from(listener.name.as_str()),
         snapshot: accepted.snapshot,
-        shared: accepted.shared,
+        shared: accepted.runtime,
         guard: std::sync::Mutex::new(Some(accepted.guard)),
     });
     // Small frames must not wait for Nagle's algorithm on either side.
@@ -326,7 +327,7 @@ where
             limits: route.limits,
             deflate,
         },
-        stop: shutdown::close_time(accepted.shared.registry.drain_signal(&pool.name, addr)),
+        stop: shutdown::close_time(lease.backend().drain_signal()),
         meter,
         access,
         lease,
@@ -384,6 +385,11 @@ async fn connect_backend(
             Ok(upstream::Answer::Refused(refusal)) => {
                 debug!(pool = %pool.name, backend = %addr, status = %refusal.status, "backend refused the upgrade");
                 return Err(Failed::Refused(refusal));
+            }
+            // Not the backend's fault: it stays up, this client gets 503.
+            Err(e) if e.is_local_shortage() => {
+                warn!(pool = %pool.name, error = %e, "no local resources to reach a backend: answering 503, backend stays up");
+                return Err(Failed::Reject(Reject::LocalShortage));
             }
             Err(e) if e.is_unreachable() => {
                 warn!(pool = %pool.name, error = %e, "backend unreachable: marked down, trying the next");

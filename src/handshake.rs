@@ -82,6 +82,10 @@ pub enum Reject {
     /// Every backend is down, draining or at its cap.
     #[error("no backend available")]
     NoBackend,
+    /// The proxy itself ran short (file descriptors, buffers, local
+    /// ports) while connecting to a backend; the backend is not at fault.
+    #[error("proxy out of local resources; try again shortly")]
+    LocalShortage,
     /// Backends were tried and every attempt failed. The reason names no
     /// address: backends are internal, and the log names them.
     #[error("backend unreachable: {0}")]
@@ -113,7 +117,7 @@ impl Reject {
             Reject::NotGet => StatusCode::METHOD_NOT_ALLOWED,
             Reject::NotWebSocket | Reject::BadVersion => StatusCode::UPGRADE_REQUIRED,
             Reject::OriginNotAllowed => StatusCode::FORBIDDEN,
-            Reject::NoBackend => StatusCode::SERVICE_UNAVAILABLE,
+            Reject::NoBackend | Reject::LocalShortage => StatusCode::SERVICE_UNAVAILABLE,
             Reject::BackendsFailed(_) | Reject::BadBackendAnswer(_) => StatusCode::BAD_GATEWAY,
         }
     }

@@ -15,8 +15,7 @@ mod view;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Weak};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
@@ -45,29 +44,21 @@ const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; conn
 /// How often viewers get a document, and the history a point.
 pub const TICK: Duration = Duration::from_secs(1);
 
-/// The dashboard's state in a running proxy.
-#[derive(Debug)]
+/// The dashboard of one admin listener: its viewers, fed by a sampler
+/// task that lives as long as the proxy.
+#[derive(Debug, Default)]
 pub struct Dashboard {
     viewers: Viewers,
-    reloads: Mutex<Ring<Reload>>,
-    sampling: AtomicBool,
-}
-
-impl Default for Dashboard {
-    fn default() -> Self {
-        Dashboard {
-            viewers: Viewers::default(),
-            reloads: Mutex::new(Ring::new(history::RELOADS)),
-            sampling: AtomicBool::new(false),
-        }
-    }
 }
 
 impl Dashboard {
-    /// Remembers a reload attempt: its new version, or its errors.
-    pub fn record_reload(&self, result: Result<u64, Vec<String>>) {
-        let record = Reload::new(SystemTime::now(), result);
-        self.reloads.lock().expect("not poisoned").push(record);
+    /// Starts the sampler: a point a second into the history, from the
+    /// start, and a document a second to the viewers, until the proxy is
+    /// gone.
+    pub fn start(shared: &Arc<Shared>) -> Arc<Dashboard> {
+        let dashboard = Arc::new(Dashboard::default());
+        tokio::spawn(sample(Arc::downgrade(shared), dashboard.clone()));
+        dashboard
     }
 
     /// Viewers watching now.
@@ -75,17 +66,51 @@ impl Dashboard {
         self.viewers.count()
     }
 
-    /// Starts the sampler (once): a point a second into the history, and a
-    /// document a second to the viewers, for as long as the proxy lives.
-    pub fn start(shared: &Arc<Shared>) {
-        if shared.dashboard.sampling.swap(true, Ordering::AcqRel) {
-            return;
+    /// Answers the dashboard's own endpoints; `None` for every other path.
+    pub fn answer<B>(&self, req: &Request<B>, shared: &Shared) -> Option<Response<AdminBody>> {
+        let path = req.uri().path();
+        let method = req.method();
+        let resp = match path {
+            "/" | "/dashboard.js" | "/dashboard.css" | "/events" if method != Method::GET => text(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method not allowed: use GET\n".into(),
+            ),
+            "/" => asset("text/html; charset=utf-8", PAGE),
+            "/dashboard.js" => asset("text/javascript; charset=utf-8", SCRIPT),
+            "/dashboard.css" => asset("text/css; charset=utf-8", STYLE),
+            "/events" => self.events(),
+            _ => {
+                let action = path.strip_prefix("/backends/")?;
+                if method != Method::POST {
+                    return Some(text(
+                        StatusCode::METHOD_NOT_ALLOWED,
+                        "method not allowed: use POST\n".into(),
+                    ));
+                }
+                backend_action(action, shared)
+            }
+        };
+        Some(resp)
+    }
+
+    fn events(&self) -> Response<AdminBody> {
+        match self.viewers.subscribe() {
+            Ok(viewer) => Response::builder()
+                .header("content-type", "text/event-stream")
+                .header("cache-control", "no-store")
+                .body(viewer.boxed())
+                .expect("static headers are valid"),
+            Err(e) => {
+                let mut resp = text(StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n"));
+                resp.headers_mut()
+                    .insert("retry-after", http::HeaderValue::from_static("5"));
+                resp
+            }
         }
-        tokio::spawn(sample(Arc::downgrade(shared)));
     }
 }
 
-async fn sample(shared: Weak<Shared>) {
+async fn sample(shared: Weak<Shared>, dashboard: Arc<Dashboard>) {
     let mut sampler = view::Sampler::default();
     let mut ticker = tokio::time::interval(TICK);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
@@ -106,14 +131,12 @@ async fn sample(shared: Weak<Shared>) {
         let at_ms = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
-        let reloads = shared
-            .dashboard
-            .reloads
-            .lock()
-            .expect("not poisoned")
-            .clone();
+        let mut reloads = Ring::new(history::RELOADS);
+        for r in shared.recent_reloads() {
+            reloads.push(Reload::new(r.at, r.result));
+        }
         let doc = sampler.tick(&shared, &text, seconds, at_ms, &reloads);
-        shared.dashboard.viewers.publish(&doc.to_string());
+        dashboard.viewers.publish(&doc.to_string());
     }
 }
 
@@ -145,50 +168,6 @@ pub fn refusal<B>(req: &Request<B>, shared: &Shared) -> Option<Response<AdminBod
         http::HeaderValue::from_static(challenge),
     );
     Some(resp)
-}
-
-/// Answers the dashboard's own endpoints; `None` for every other path.
-pub async fn answer<B>(req: &Request<B>, shared: &Arc<Shared>) -> Option<Response<AdminBody>> {
-    let path = req.uri().path();
-    let method = req.method();
-    let resp = match path {
-        "/" | "/dashboard.js" | "/dashboard.css" | "/events" if method != Method::GET => text(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "method not allowed: use GET\n".into(),
-        ),
-        "/" => asset("text/html; charset=utf-8", PAGE),
-        "/dashboard.js" => asset("text/javascript; charset=utf-8", SCRIPT),
-        "/dashboard.css" => asset("text/css; charset=utf-8", STYLE),
-        "/events" => events(shared),
-        _ => {
-            let action = path.strip_prefix("/backends/")?;
-            if method != Method::POST {
-                return Some(text(
-                    StatusCode::METHOD_NOT_ALLOWED,
-                    "method not allowed: use POST\n".into(),
-                ));
-            }
-            backend_action(action, shared)
-        }
-    };
-    Some(resp)
-}
-
-fn events(shared: &Arc<Shared>) -> Response<AdminBody> {
-    Dashboard::start(shared);
-    match shared.dashboard.viewers.subscribe() {
-        Ok(viewer) => Response::builder()
-            .header("content-type", "text/event-stream")
-            .header("cache-control", "no-store")
-            .body(viewer.boxed())
-            .expect("static headers are valid"),
-        Err(e) => {
-            let mut resp = text(StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n"));
-            resp.headers_mut()
-                .insert("retry-after", http::HeaderValue::from_static("5"));
-            resp
-        }
-    }
 }
 
 /// `{pool}/{addr}/drain` or `{pool}/{addr}/undrain`, percent-decoded.
