@@ -343,6 +343,79 @@ async fn the_dashboard_follows_traffic_and_drains_from_the_page() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_token_the_page_asks_for_it_before_draining() {
+    let Some(mut browser) = Browser::start().await else {
+        return;
+    };
+    let b = echo_backend().await;
+    let dir = TempDir::new("browser-token");
+    std::fs::write(dir.0.join("token"), "page-token-123\n").unwrap();
+    let toml = format!(
+        "[admin]\nbind = \"127.0.0.1:0\"\ntoken = \"file:token\"\n\n{}",
+        simple_config(&[b.addr], "")
+    );
+    let proxy = start_proxy_in(&toml, &dir.0).await;
+    let admin = proxy.shared.admin_addr.unwrap();
+    browser
+        .send(
+            "Page.navigate",
+            json!({ "url": format!("http://{admin}/") }),
+        )
+        .await;
+    browser
+        .wait_for(
+            "the live stream",
+            "document.getElementById('live').textContent === 'live'",
+        )
+        .await;
+    let button = format!("#pools tr[data-backend=\"{}\"] button.drain", b.addr);
+    let click = format!("document.querySelector({button:?}).click()");
+    browser.eval(&click).await;
+    browser
+        .wait_for(
+            "the refusal",
+            "document.getElementById('notice').textContent.includes('401')",
+        )
+        .await;
+    let state = proxy.shared.registry.get("p", b.addr).unwrap();
+    assert!(!state.is_draining(), "refused without the token");
+    browser
+        .eval(
+            "(() => { const t = document.getElementById('token'); t.value = 'page-token-123'; \
+             t.dispatchEvent(new Event('change')); return true; })()",
+        )
+        .await;
+    browser
+        .wait_for(
+            "the live stream again",
+            "document.getElementById('live').textContent === 'live'",
+        )
+        .await;
+    browser
+        .wait_for(
+            "the drain button again",
+            &format!("document.querySelector({button:?}) !== null && !document.querySelector({button:?}).disabled"),
+        )
+        .await;
+    browser.eval(&click).await;
+    for _ in 0..100 {
+        if state.is_draining() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(state.is_draining(), "drained with the token");
+    // The 401 is an answer the page shows, not a console error; the
+    // browser logs the failed resource load itself, which is left out.
+    let errors: Vec<String> = browser
+        .errors()
+        .into_iter()
+        .filter(|e| !e.contains("401"))
+        .collect();
+    assert!(errors.is_empty(), "console errors: {errors:#?}");
+}
+
 /// Regenerates docs/dashboard.png: several pools and routes under steady
 /// traffic, with a drained backend, a down one, 1009 closes, rejections and
 /// a refused reload.

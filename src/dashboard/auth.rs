@@ -2,11 +2,14 @@
 //!
 //! With a token set, every POST (reload, drain, undrain) needs
 //! `Authorization: Bearer <token>`. On an address other than loopback,
-//! every endpoint needs it except `/healthz` and `/readyz`, which say
-//! nothing about the proxy beyond "alive" and "ready" and which
-//! Kubernetes probes cannot send secrets to. Validation refuses an admin
-//! listener off loopback without a token, so "open to the network without
-//! a token" cannot be configured.
+//! every endpoint needs it except those that reveal nothing about the
+//! running proxy: `/healthz` and `/readyz` (only "alive" and "ready", and
+//! Kubernetes probes cannot send secrets), and the dashboard's page,
+//! script and style (the same bytes in every build; a browser cannot add
+//! a header to a page it navigates to, so the page asks for the token and
+//! sends it with its own requests). Validation refuses an admin listener
+//! off loopback without a token, so "open to the network without a token"
+//! cannot be configured.
 
 use http::{HeaderMap, Method};
 use sha1::{Digest, Sha1};
@@ -36,8 +39,12 @@ pub fn check(
     token: Option<&str>,
     loopback: bool,
 ) -> Result<(), Denied> {
-    let probe = matches!(path, "/healthz" | "/readyz") && method == Method::GET;
-    let needed = *method == Method::POST || (!loopback && !probe);
+    let public = *method == Method::GET
+        && matches!(
+            path,
+            "/healthz" | "/readyz" | "/" | "/dashboard.js" | "/dashboard.css"
+        );
+    let needed = *method == Method::POST || (!loopback && !public);
     if !needed {
         return Ok(());
     }
@@ -150,7 +157,7 @@ mod tests {
     #[test]
     fn off_loopback_everything_but_the_probes_needs_the_token() {
         let t = Some("s3cret");
-        for path in ["/", "/events", "/status", "/metrics"] {
+        for path in ["/events", "/status", "/metrics", "/nope"] {
             assert_eq!(
                 check(&Method::GET, path, &headers(None), t, false),
                 Err(Denied::Missing),
@@ -167,7 +174,13 @@ mod tests {
                 Ok(())
             );
         }
-        for path in ["/healthz", "/readyz"] {
+        for path in [
+            "/healthz",
+            "/readyz",
+            "/",
+            "/dashboard.js",
+            "/dashboard.css",
+        ] {
             assert_eq!(check(&Method::GET, path, &headers(None), t, false), Ok(()));
         }
         assert_eq!(

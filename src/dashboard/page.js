@@ -192,15 +192,18 @@ document.addEventListener("click", (ev) => {
 });
 
 // The stream is read with fetch rather than EventSource so that it can
-// carry the bearer token when the admin listener asks for one.
+// carry the bearer token when the admin listener asks for one. A new token
+// ends the current stream, and the next one carries it.
+let stream = null;
 async function follow() {
   let delay = 1000;
   for (;;) {
     try {
-      const resp = await fetch("/events", { headers: authHeaders(), cache: "no-store" });
+      stream = new AbortController();
+      const resp = await fetch("/events", { headers: authHeaders(), cache: "no-store", signal: stream.signal });
       if (!resp.ok) {
         const reason = (await resp.text()).trim();
-        setLive(false, `${resp.status}: ${reason}`);
+        setLive(false, resp.status === 401 ? "401: type the admin token" : `${resp.status}: ${reason}`);
       } else {
         setLive(true, "live");
         delay = 1000;
@@ -240,7 +243,10 @@ function setLive(on, text) {
 
 document.addEventListener("DOMContentLoaded", () => {
   $("token").value = sessionStorage.getItem("wsgate-token") || "";
-  $("token").addEventListener("change", () => sessionStorage.setItem("wsgate-token", $("token").value.trim()));
+  $("token").addEventListener("change", () => {
+    sessionStorage.setItem("wsgate-token", $("token").value.trim());
+    if (stream) stream.abort();
+  });
   $("reload").addEventListener("click", () => post("/reload", "reload"));
   follow();
 });
