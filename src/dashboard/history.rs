@@ -14,9 +14,6 @@ pub const SECONDS: usize = 300;
 /// stays small whatever statuses backends answer with.
 pub const KEYS_PER_POINT: usize = 24;
 
-/// Reloads remembered.
-pub const RELOADS: usize = 10;
-
 /// Error lines kept per reload, and characters per line.
 const RELOAD_ERRORS: usize = 20;
 const RELOAD_ERROR_CHARS: usize = 300;

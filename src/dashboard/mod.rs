@@ -131,7 +131,7 @@ async fn sample(shared: Weak<Shared>, dashboard: Arc<Dashboard>) {
         let at_ms = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
-        let mut reloads = Ring::new(history::RELOADS);
+        let mut reloads = Ring::new(crate::server::RELOADS_KEPT);
         for r in shared.recent_reloads() {
             reloads.push(Reload::new(r.at, r.result));
         }
