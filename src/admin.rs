@@ -172,6 +172,7 @@ fn status(shared: &Shared) -> serde_json::Value {
                         "draining": state.is_draining(),
                         "drained_by_admin": shared.registry.is_held(&pool.name, b.addr),
                         "active": state.active(),
+                        "http_in_flight": state.http_in_flight(),
                     }))
                 })
                 .collect();
@@ -182,6 +183,7 @@ fn status(shared: &Shared) -> serde_json::Value {
                     "up": state.is_up(now),
                     "draining": true,
                     "active": state.active(),
+                    "http_in_flight": state.http_in_flight(),
                 }));
             }
             let balance = match pool.balance {

@@ -141,6 +141,7 @@ impl Server {
             registry,
             tracker: Arc::default(),
             metrics: admin.is_some().then(|| Arc::new(Metrics::new())),
+            http: Arc::default(),
         });
         let shared = Arc::new(Shared {
             runtime,
@@ -212,6 +213,7 @@ impl Server {
         *shared.health.lock().expect("not poisoned") = HealthChecks::default();
         let timeout = shared.current.load().config.drain_timeout;
         shared.registry.drain_all(Drain::now(timeout));
+        shared.tracker.stop_keepalive();
         let open = shared.tracker.open();
         info!(open, drain_timeout = ?timeout, "shutting down: draining open connections");
         // A drained connection gets its close by the end of the drain and

@@ -2,6 +2,7 @@
 //! event stream and its viewer limit, drain and undrain by the admin API.
 
 mod common;
+mod http_kit;
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -325,4 +326,30 @@ async fn drain_by_the_admin_api_works_like_removal_and_undrain_restores() {
 async fn admin_get(addr: SocketAddr, path: &str) -> (u16, Value) {
     let answer = request(addr, "GET", path, "").await;
     (answer.status, serde_json::from_str(&answer.body).unwrap())
+}
+
+#[tokio::test]
+async fn http_requests_fill_the_optional_http_slot() {
+    let backend = http_kit::http_backend("a").await;
+    let proxy = start_proxy(&with_admin(&http_kit::http_config(&[backend.addr], "", ""))).await;
+    let admin = proxy.shared.admin_addr.unwrap();
+    let mut events = Events::open(admin).await.unwrap();
+    let first = events.next().await;
+    assert!(first["pools"][0]["http_per_s"].is_null() || first["totals"]["http_per_s"].is_number());
+    let close = "Connection: close\r\n";
+    for _ in 0..3 {
+        let answer = raw_request(proxy.addr("main"), http_kit::get("/", close).as_bytes()).await;
+        assert_eq!(answer.status, 200);
+    }
+    let doc = events
+        .until("HTTP requests", |d| {
+            d["history"]["http_per_s"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|v| v.as_f64().is_some_and(|r| r > 0.0))
+        })
+        .await;
+    assert!(doc["totals"]["http_per_s"].is_number());
+    assert!(doc["pools"][0]["http_per_s"].is_number());
 }

@@ -13,6 +13,7 @@ fn pool(balance: Balance, source: Option<StickySource>, weights: &[u32]) -> Pool
         sticky: source.map(|source| Sticky {
             source,
             name: "k".to_string(),
+            issue: true,
         }),
         hash_balance_factor: None,
         health_check: None,
@@ -25,6 +26,7 @@ fn pool(balance: Balance, source: Option<StickySource>, weights: &[u32]) -> Pool
                 max_connections: None,
             })
             .collect(),
+        max_idle_per_backend: 32,
     }
 }
 

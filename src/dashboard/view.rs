@@ -136,7 +136,7 @@ impl Sampler {
             handshakes: per_s(now.upgrades, before.upgrades),
             messages: [0, 1].map(|d| per_s(now.messages[d], before.messages[d])),
             bytes: [0, 1].map(|d| per_s(now.bytes[d], before.bytes[d])),
-            http_requests: now.http.map(|n| per_s(n, before.http.unwrap_or(n))),
+            http_requests: now.http.map(|n| per_s(n, before.http.unwrap_or(0.0))),
             events,
         };
         let rates = Rates {

@@ -8,7 +8,10 @@ use std::time::Duration;
 use toml::Spanned;
 
 use super::{file, optional, Checker};
-use crate::config::{Backend, Balance, HealthCheck, HealthCheckKind, Pool, Sticky, StickySource};
+use crate::config::{
+    Backend, Balance, HealthCheck, HealthCheckKind, Pool, Sticky, StickySource,
+    DEFAULT_MAX_IDLE_PER_BACKEND,
+};
 
 /// Health check timing when the table leaves it out (contract, `[[pool]]`).
 const DEFAULT_CHECK_INTERVAL: Duration = Duration::from_secs(5);
@@ -66,6 +69,10 @@ impl Checker<'_> {
             self.health_check(&format!("{path}.health_check"), h)
         });
         let backends = self.backends(&path, pool.span(), p);
+        let max_idle_per_backend = match &p.max_idle_per_backend {
+            None => Some(DEFAULT_MAX_IDLE_PER_BACKEND),
+            Some(v) => self.count(&format!("{path}.max_idle_per_backend"), v),
+        };
         Some(Pool {
             name: name?,
             balance: balance?,
@@ -73,6 +80,7 @@ impl Checker<'_> {
             hash_balance_factor: hash_balance_factor?,
             health_check: health_check?,
             backends: backends?,
+            max_idle_per_backend: max_idle_per_backend?,
         })
     }
 
@@ -136,7 +144,20 @@ impl Checker<'_> {
                 }
             }
         };
-        Some(Sticky { source, name })
+        let issue = match (source, &s.issue) {
+            (_, None) => true,
+            (StickySource::Cookie, Some(issue)) => *issue.get_ref(),
+            (_, Some(issue)) => {
+                let message = "only source = \"cookie\" takes issue; remove it".to_string();
+                self.report(format!("{path}.issue"), Some(issue.span()), message);
+                return None;
+            }
+        };
+        Some(Sticky {
+            source,
+            name,
+            issue,
+        })
     }
 
     pub(super) fn hash_balance_factor(
