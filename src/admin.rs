@@ -172,6 +172,7 @@ fn status(shared: &Shared) -> serde_json::Value {
                         "draining": state.is_draining(),
                         "drained_by_admin": shared.registry.is_held(&pool.name, b.addr),
                         "active": state.active(),
+                        "slow_start_share": balancer.ramp(i, now),
                         "http_in_flight": state.http_in_flight(),
                     }))
                 })

@@ -18,10 +18,12 @@ use tokio::net::TcpListener;
 use tokio::task::AbortHandle;
 use tracing::{error, info, warn};
 
+use crate::admission::Gate;
 use crate::config::{self, Config, ConfigError};
 use crate::connection::{self, Accepted};
 use crate::health::HealthChecks;
 use crate::metrics::Metrics;
+use crate::rebalance::Rebalancers;
 use crate::relay::CLOSE_GRACE;
 use crate::runtime::Runtime;
 use crate::shutdown::Drain;
@@ -103,6 +105,7 @@ pub struct Shared {
     /// Accept loops by listener key (configured address).
     listeners: Mutex<HashMap<ListenerKey, Bound>>,
     health: Mutex<HealthChecks>,
+    rebalancers: Mutex<Rebalancers>,
 }
 
 impl Deref for Shared {
@@ -154,6 +157,7 @@ impl Server {
             admin_socket: Mutex::new(admin),
             listeners: Mutex::default(),
             health: Mutex::default(),
+            rebalancers: Mutex::default(),
         });
         // Ready means bound and configured (contract), which is true from
         // here on; nothing can be asked before the listeners serve.
@@ -162,6 +166,8 @@ impl Server {
             shared.spawn_accept(key, socket);
         }
         *shared.health.lock().expect("not poisoned") = HealthChecks::start(&shared.current.load());
+        *shared.rebalancers.lock().expect("not poisoned") =
+            Rebalancers::start(&shared.current.load_full(), shared.metrics.clone());
         info!(version = 1, "configuration loaded");
         Ok(Server { shared })
     }
@@ -211,6 +217,7 @@ impl Server {
             bound.task.abort();
         }
         *shared.health.lock().expect("not poisoned") = HealthChecks::default();
+        *shared.rebalancers.lock().expect("not poisoned") = Rebalancers::default();
         let timeout = shared.current.load().config.drain_timeout;
         shared.registry.drain_all(Drain::now(timeout));
         shared.tracker.stop_keepalive();
@@ -336,6 +343,8 @@ impl Shared {
             });
         }
         *self.health.lock().expect("not poisoned") = HealthChecks::start(&snapshot);
+        *self.rebalancers.lock().expect("not poisoned") =
+            Rebalancers::start(&snapshot, self.metrics.clone());
         for (pool, addr) in self.registry.drain_removed(&snapshot.config, drain) {
             info!(%pool, backend = %addr, drain_timeout = ?drain.timeout, "backend removed: draining");
         }
@@ -353,6 +362,8 @@ async fn bind(name: &str, addr: SocketAddr) -> Result<TcpListener, BindError> {
 
 async fn accept_loop(key: ListenerKey, listener: TcpListener, shared: Arc<Shared>) {
     let mut backoff = AcceptBackoff::new(key.bind());
+    // Admission state lives as long as the listener's socket, across reloads.
+    let gate = Arc::new(Gate::default());
     loop {
         // Public listeners leave the last descriptors to the admin
         // listener: at the limit, clients wait in the backlog instead.
@@ -369,6 +380,7 @@ async fn accept_loop(key: ListenerKey, listener: TcpListener, shared: Arc<Shared
                     snapshot: shared.current.load_full(),
                     guard: shared.tracker.enter(),
                     runtime: shared.runtime.clone(),
+                    gate: gate.clone(),
                 };
                 tokio::spawn(connection::serve(stream, accepted));
             }

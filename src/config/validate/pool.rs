@@ -69,6 +69,13 @@ impl Checker<'_> {
             self.health_check(&format!("{path}.health_check"), h)
         });
         let backends = self.backends(&path, pool.span(), p);
+        let slow_start = match &p.slow_start {
+            None => Some(Duration::ZERO),
+            Some(v) => self.duration(&format!("{path}.slow_start"), v),
+        };
+        let rebalance = optional(&p.rebalance, |r| {
+            self.rebalance(&format!("{path}.rebalance"), r)
+        });
         let max_idle_per_backend = match &p.max_idle_per_backend {
             None => Some(DEFAULT_MAX_IDLE_PER_BACKEND),
             Some(v) => self.count(&format!("{path}.max_idle_per_backend"), v),
@@ -80,6 +87,8 @@ impl Checker<'_> {
             hash_balance_factor: hash_balance_factor?,
             health_check: health_check?,
             backends: backends?,
+            slow_start: slow_start?,
+            rebalance: rebalance?,
             max_idle_per_backend: max_idle_per_backend?,
         })
     }
