@@ -29,7 +29,7 @@ use crate::runtime::Runtime;
 use crate::shutdown::{self, Guard};
 use crate::snapshot::{ListenerKey, Snapshot};
 use crate::upstream::{self, Offer, RefusalBody};
-use crate::{affinity, balance, http_proxy, relay, rfc6455, tls};
+use crate::{affinity, balance, http_proxy, push, relay, rfc6455, tls};
 use admit::{admission_refused, pending, refuse_at_accept, wait_for_admission};
 
 mod admit;
@@ -363,6 +363,14 @@ where
         Ok(checked) => checked,
         Err(reject) => return rejected(&accepted, &req, reject).map(Either::Left),
     };
+    let tags = match &route.tags {
+        Some(tags) => match push::tags::read(tags, req.headers(), req.uri()) {
+            Ok(tags) => tags,
+            Err(e) => return rejected(&accepted, &req, Reject::BadTags(e)).map(Either::Left),
+        },
+        None => push::ConnTags::default(),
+    };
+    let connection_id = accepted.shared.hub.next_id();
     if let Err(refusal) = wait_for_admission(&accepted).await {
         return admission_refused(&accepted, &req, refusal).map(Either::Left);
     }
@@ -373,7 +381,7 @@ where
         .as_ref()
         .and_then(|sticky| affinity::key(sticky, req.headers(), req.uri(), accepted.peer));
     let attempt = Attempt {
-        request: upstream::backend_request(&req, accepted.peer, tls),
+        request: upstream::backend_request(&req, accepted.peer, tls, &connection_id),
         client_key: &checked.key,
         offer: Offer::from_request(req.headers()),
         connect_timeout: route.limits.connect_timeout,
@@ -458,6 +466,8 @@ where
         stop: shutdown::close_time(lease.backend().drain_signal()),
         meter,
         access,
+        push: (connection_id, tags, route.limits.max_message_bytes),
+        hub: accepted.shared.hub.clone(),
         lease,
         guard: accepted.guard.lock().expect("not poisoned").take(),
         ticket: accepted.ticket.lock().expect("not poisoned").take(),
@@ -563,6 +573,9 @@ struct Handover {
     stop: relay::Stop,
     meter: Option<Meter>,
     access: AccessInfo,
+    /// The connection's id, push tags and largest message, for the hub.
+    push: (String, push::ConnTags, u64),
+    hub: Arc<push::Hub>,
     /// The backend's connection slot, held until the relay ends.
     lease: balance::Lease,
     /// Counts the connection as open until the relay ends.
@@ -602,6 +615,8 @@ where
     };
     let (unread, client_io) = parts.io.into_inner().into_inner().into_parts();
     let client_pre = join(parts.read_buf, unread);
+    let (id, tags, max_message_bytes) = h.push;
+    let (member, inbox) = h.hub.join(id, tags, max_message_bytes);
     // On the backend's roster while relayed, so that rebalancing can ask
     // it to move.
     let enlisted = h.lease.backend().enlist(h.key.as_deref());
@@ -616,11 +631,14 @@ where
         relay::Signals {
             stop: h.stop,
             moved: Some(moved),
+            inbox: Some(inbox),
         },
         h.meter,
     )
     .await;
     drop(enlisted);
+    let connection_id = member.id().to_string();
+    drop(member);
     // The backend's slot and the open-connection count are released here.
     drop(h.lease);
     drop(h.guard);
@@ -629,6 +647,7 @@ where
     info!(
         target: "wsgate::access",
         client = %h.peer,
+        connection_id = %connection_id,
         listener = %a.listener,
         host = %a.host,
         path = %a.path,

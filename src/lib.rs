@@ -5,13 +5,15 @@
 //! [`route`] picks a route, [`affinity`] reads its sticky key, [`balance`]
 //! orders the backends, [`upstream`] upgrades one (both sides check the
 //! opening handshake with the leaf [`rfc6455`]), and [`relay`] carries
-//! frames ([`frame`]) until the close ([`close`]). A plain HTTP request on a
+//! frames ([`frame`]) until the close ([`close`]), writing the messages
+//! pushed to the connection (its [`push`] hub entry) between the backend's. A plain HTTP request on a
 //! route that allows it leaves that path for [`http_proxy`]. A connection reads the
 //! running proxy through [`runtime`] only. [`config`] and [`snapshot`]
 //! stand at the side: the validated file and the running view built from
 //! it. The control plane sits above the data path and is never imported by
 //! it: [`server`] applies configurations, [`reload`] holds the reload
-//! triggers and [`admin`] the admin listener; the binary wires them
+//! triggers, [`admin`] the admin listener and [`publish`] the publish API
+//! with its Redis cluster; the binary wires them
 //! together (tests/architecture.rs checks this). [`echo`] is the built-in
 //! backend of `wsgate demo`.
 #![forbid(unsafe_code)]
@@ -41,6 +43,8 @@ pub mod rfc6455;
 
 pub mod relay;
 
+pub mod push;
+
 pub mod frame;
 
 pub mod close;
@@ -58,6 +62,8 @@ pub mod shutdown;
 pub mod admin;
 
 pub mod dashboard;
+
+pub mod publish;
 
 pub mod metrics;
 

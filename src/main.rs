@@ -9,7 +9,7 @@ use tracing::{error, info, warn};
 
 use wsgate::config::{self, Config};
 use wsgate::server::Server;
-use wsgate::{admin, reload};
+use wsgate::{admin, publish, reload};
 
 /// A reverse proxy and load balancer for WebSocket traffic.
 #[derive(Debug, Parser)]
@@ -166,9 +166,13 @@ fn run(config: Config, path: Option<PathBuf>, workers: Option<usize>, with_echo:
                 return ExitCode::FAILURE;
             }
         };
-        // The control plane around the proxy: the admin listener and the
-        // reload triggers.
+        // The control plane around the proxy: the admin listener, the
+        // publish API (and cluster) and the reload triggers.
         admin::spawn(&server);
+        if let Err(e) = publish::start(&server).await {
+            error!("{e}");
+            return ExitCode::FAILURE;
+        }
         tokio::spawn(reload::on_sighup(hangups, server.shared().clone()));
         if watch {
             reload::watch_file(server.shared().clone());

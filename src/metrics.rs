@@ -90,6 +90,11 @@ pub struct Metrics {
     tls_failures: Family<ListenerLabels, Counter>,
     handshake_seconds: Histogram,
     connection_seconds: Histogram,
+    publishes: Family<ResultLabels, Counter>,
+    deliveries: Counter,
+    overflows: Counter,
+    cluster_errors: Counter,
+    cluster_lag: Histogram,
     http: HttpMetrics,
     /// Admission control: refusals, the admit queue, rebalancing closes.
     pub admission: AdmissionMetrics,
@@ -151,6 +156,13 @@ impl Metrics {
             handshake_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
             // 1 s .. 4^10 s (about 12 days): WebSocket connections live for hours.
             connection_seconds: Histogram::new(exponential_buckets(1.0, 4.0, 11)),
+            publishes: Family::default(),
+            deliveries: Counter::default(),
+            overflows: Counter::default(),
+            cluster_errors: Counter::default(),
+            // 0.1 ms .. ~3 s: from a publish on one instance to its
+            // arrival on another.
+            cluster_lag: Histogram::new(exponential_buckets(0.0001, 2.0, 15)),
             admission: AdmissionMetrics::default(),
             http: HttpMetrics {
                 requests: Family::default(),
@@ -232,6 +244,31 @@ impl Metrics {
         );
         m.admission.register(&mut registry);
         registry.register(
+            "wsgate_push_publishes",
+            "Publish requests, by result (ok, rejected, cluster_unavailable)",
+            m.publishes.clone(),
+        );
+        registry.register(
+            "wsgate_push_deliveries",
+            "Pushed messages queued to a connection of this instance",
+            m.deliveries.clone(),
+        );
+        registry.register(
+            "wsgate_push_queue_overflows",
+            "Connections closed with 1013 because their push queue was full",
+            m.overflows.clone(),
+        );
+        registry.register(
+            "wsgate_push_cluster_errors",
+            "Redis commands or subscriptions that failed (each reconnect attempt counts)",
+            m.cluster_errors.clone(),
+        );
+        registry.register(
+            "wsgate_push_cluster_lag_seconds",
+            "From a publish on one instance to its arrival here through Redis",
+            m.cluster_lag.clone(),
+        );
+        registry.register(
             "wsgate_http_requests",
             "Proxied HTTP requests answered, by pool and status code",
             m.http.requests.clone(),
@@ -247,6 +284,28 @@ impl Metrics {
             m.http.duration.clone(),
         );
         Metrics { registry, ..m }
+    }
+
+    /// A publish request ended with `result` (`ok`, `rejected` or
+    /// `cluster_unavailable`).
+    pub fn published(&self, result: &'static str) {
+        self.publishes.get_or_create(&ResultLabels { result }).inc();
+    }
+
+    /// Pushed messages queued here, and connections whose queue overflowed.
+    pub fn delivered(&self, delivered: u64, overflowed: u64) {
+        self.deliveries.inc_by(delivered);
+        self.overflows.inc_by(overflowed);
+    }
+
+    /// A Redis command or subscription failed.
+    pub fn cluster_error(&self) {
+        self.cluster_errors.inc();
+    }
+
+    /// A message from another instance arrived `lag` after its publish.
+    pub fn cluster_lag(&self, lag: Duration) {
+        self.cluster_lag.observe(lag.as_secs_f64());
     }
 
     /// The text exposition of every metric, with backend health and active

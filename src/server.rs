@@ -23,7 +23,9 @@ use crate::config::{self, Config, ConfigError};
 use crate::connection::{self, Accepted};
 use crate::health::HealthChecks;
 use crate::metrics::Metrics;
+use crate::push::Hub;
 use crate::rebalance::Rebalancers;
+use crate::relay::inbox::QueueLimits;
 use crate::relay::CLOSE_GRACE;
 use crate::runtime::Runtime;
 use crate::shutdown::Drain;
@@ -138,12 +140,22 @@ impl Server {
             None => None,
         };
         let registry = Registry::default();
+        let queue = config
+            .publish
+            .as_ref()
+            .map_or_else(QueueLimits::default, |p| QueueLimits {
+                messages: p.queue_messages,
+                bytes: p.queue_bytes,
+            });
+        let node = config.cluster.as_ref().map(|c| c.node_id.as_str());
+        let hub = Arc::new(Hub::new(node, queue));
         let snapshot = Snapshot::new(config, 1, &registry);
         let runtime = Arc::new(Runtime {
             current: ArcSwap::from_pointee(snapshot),
             registry,
             tracker: Arc::default(),
             metrics: admin.is_some().then(|| Arc::new(Metrics::new())),
+            hub,
             http: Arc::default(),
         });
         let shared = Arc::new(Shared {

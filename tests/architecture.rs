@@ -30,7 +30,7 @@ const DATA_PATH: [&str; 13] = [
 ];
 
 /// Modules of the control plane, which the data path must not import.
-const CONTROL_PLANE: [&str; 3] = ["server", "admin", "reload"];
+const CONTROL_PLANE: [&str; 4] = ["server", "admin", "reload", "publish"];
 
 /// Items of `config` that load or validate a file, as opposed to the
 /// validated types.

@@ -31,6 +31,48 @@ pub struct File {
     /// `[[pool]]` tables.
     #[serde(default)]
     pub pool: Vec<Spanned<Pool>>,
+    /// `[publish]`.
+    pub publish: Option<Spanned<Publish>>,
+    /// `[cluster]`.
+    pub cluster: Option<Spanned<Cluster>>,
+}
+
+/// `[publish]`: the publish API's listener.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Publish {
+    /// Socket address, required.
+    pub bind: Option<Spanned<String>>,
+    /// `env:NAME` or `file:PATH`, required.
+    pub token: Option<Spanned<String>>,
+    /// Requests per second over the whole listener.
+    pub requests_per_second: Option<Spanned<i64>>,
+    /// Messages waiting per connection.
+    pub queue_messages: Option<Spanned<i64>>,
+    /// Bytes waiting per connection.
+    pub queue_bytes: Option<Spanned<RawSize>>,
+}
+
+/// `[cluster]`: instances sharing a Redis.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Cluster {
+    /// `redis://host:port[/db]`, required.
+    pub redis: Option<Spanned<String>>,
+    /// This instance's name, required, unique in the cluster.
+    pub node_id: Option<Spanned<String>>,
+    /// Duration.
+    pub heartbeat: Option<Spanned<RawDuration>>,
+}
+
+/// A route's `tags` table.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tags {
+    /// `header:NAME`, `query:NAME`, `cookie:NAME` or `claim:NAME`.
+    pub user: Option<Spanned<String>>,
+    /// The same sources; a comma-separated list.
+    pub channels: Option<Spanned<String>>,
 }
 
 /// `[admin]`.
@@ -166,6 +208,8 @@ pub struct Route {
     pub pool: Option<Spanned<String>>,
     /// Accepted `Origin` values.
     pub allowed_origins: Option<Spanned<Vec<Spanned<String>>>>,
+    /// Where the connection's user and channels are read.
+    pub tags: Option<Spanned<Tags>>,
     /// Bytes.
     pub max_message_bytes: Option<Spanned<RawSize>>,
     /// Bytes.

@@ -36,6 +36,71 @@ pub struct Config {
     pub routes: Vec<Route>,
     /// Pools in file order; names are unique.
     pub pools: Vec<Pool>,
+    /// The publish API, when `[publish]` is present.
+    pub publish: Option<Publish>,
+    /// The Redis shared with other instances, when `[cluster]` is present.
+    pub cluster: Option<Cluster>,
+}
+
+/// `[publish]`: the listener of the publish API and the per-connection
+/// queue of pushed messages.
+#[derive(Debug, Clone)]
+pub struct Publish {
+    /// Address the publish HTTP listener binds.
+    pub bind: SocketAddr,
+    /// The bearer token every request must carry, read from the
+    /// environment or a file when the configuration is loaded.
+    pub token: Secret,
+    /// Requests per second over the listener (a token bucket with a burst
+    /// of one second's worth); more are answered 429.
+    pub requests_per_second: u32,
+    /// Messages waiting per connection before it is closed with 1013.
+    pub queue_messages: usize,
+    /// Payload bytes waiting per connection before it is closed with 1013.
+    pub queue_bytes: usize,
+}
+
+/// A secret that never shows in logs or `Debug` output.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub String);
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(..)")
+    }
+}
+
+/// `[cluster]`: the Redis instances share for their registry and messages.
+#[derive(Debug, Clone)]
+pub struct Cluster {
+    /// `redis://` URL, checked to parse.
+    pub redis: String,
+    /// This instance's name: letters, digits, `-` and `_`.
+    pub node_id: String,
+    /// How often this instance renews its registry entries; they expire
+    /// after three heartbeats without renewal.
+    pub heartbeat: Duration,
+}
+
+/// A route's `tags`: where a connection's user and channels are read at
+/// the handshake.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Tags {
+    /// The user the connection belongs to.
+    pub user: Option<TagSource>,
+    /// The channels it listens to, a comma-separated list.
+    pub channels: Option<TagSource>,
+}
+
+/// Where a tag's value is read from in the upgrade request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TagSource {
+    /// A request header, by name (lower-case).
+    Header(String),
+    /// A query parameter, by name.
+    Query(String),
+    /// A cookie, by name.
+    Cookie(String),
 }
 
 /// `[admin]`: where the admin endpoints listen.
@@ -48,10 +113,6 @@ pub struct Admin {
     pub token: Option<Secret>,
 }
 
-/// A secret read at load time; `Debug` never shows it.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
 impl Secret {
     /// Wraps a secret value.
     pub fn new(value: String) -> Secret {
@@ -61,12 +122,6 @@ impl Secret {
     /// The secret itself, for comparing with what a request offers.
     pub fn expose(&self) -> &str {
         &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(..)")
     }
 }
 
@@ -147,6 +202,9 @@ pub struct Route {
     pub pool_index: usize,
     /// `None`: any Origin. Compared case-insensitively (ASCII).
     pub allowed_origins: Option<Vec<String>>,
+    /// Where connections' push tags come from; `None`: untagged (still
+    /// reachable by connection id).
+    pub tags: Option<Tags>,
     /// The route's limits and timeouts, defaults applied.
     pub limits: Limits,
 }

@@ -5,7 +5,8 @@
 //! the wrong type; the checks here then run on what is left, each table in
 //! its own file: `listener` (`[admin]`, `[[listener]]`, TLS), `route`
 //! (`[[route]]` and the limits shared with `[defaults]`), `pool`, and
-//! `values` (addresses, sizes, durations). So one run of `wsgate check`, a
+//! `push` (`[publish]`, `[cluster]`, a route's `tags`), `values`
+//! (addresses, sizes, durations). So one run of `wsgate check`, a
 //! failed reload's log and `POST /reload` all list every problem with its
 //! key path and line. Each check returns `None` only after reporting why,
 //! and a `Config` is returned only when nothing was reported.
@@ -30,6 +31,7 @@ mod admission;
 mod keys;
 mod listener;
 mod pool;
+mod push;
 mod route;
 mod values;
 
@@ -111,6 +113,8 @@ impl Checker<'_> {
 
     fn config(&mut self, file: &file::File) -> Option<Config> {
         let admin = optional(&file.admin, |a| self.admin(a));
+        let publish = optional(&file.publish, |p| self.publish(p));
+        let cluster = optional(&file.cluster, |c| self.cluster(c));
         let mut limits = Limits::default();
         let mut handshake_timeout = DEFAULT_HANDSHAKE_TIMEOUT;
         let mut drain_timeout = DEFAULT_DRAIN_TIMEOUT;
@@ -177,6 +181,8 @@ impl Checker<'_> {
             listeners: listeners.into_iter().collect::<Option<_>>()?,
             routes: routes.into_iter().collect::<Option<_>>()?,
             pools: pools.into_iter().collect::<Option<_>>()?,
+            publish: publish?,
+            cluster: cluster?,
         })
     }
 

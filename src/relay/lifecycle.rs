@@ -321,6 +321,13 @@ impl Lifecycle {
         orders
     }
 
+    /// The proxy closes the connection at `now` for a reason of its own
+    /// outside the timers (a push queue that overflowed).
+    pub fn closed_by_proxy(&mut self, code: CloseCode, now: Instant) {
+        self.record(code, Initiator::Proxy);
+        self.closing_since.get_or_insert(now);
+    }
+
     /// Rebalancing asks this connection to move at `now`: close 1012
     /// "rebalance" to the client, which tells it to reconnect (and the
     /// balancer places it anew), and 1001 to the backend. Nothing when the

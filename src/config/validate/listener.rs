@@ -93,12 +93,19 @@ impl Checker<'_> {
     pub(super) fn address_conflicts(&mut self, file: &file::File) {
         let admin = file.admin.as_ref().and_then(|a| a.get_ref().bind.as_ref());
         let admin = admin.map(|b| ("admin.bind".to_string(), b));
+        let publish = file
+            .publish
+            .as_ref()
+            .and_then(|p| p.get_ref().bind.as_ref());
+        let admin = admin
+            .into_iter()
+            .chain(publish.map(|b| ("publish.bind".to_string(), b)));
         let listeners = file.listener.iter().enumerate().filter_map(|(i, l)| {
             let bind = l.get_ref().bind.as_ref();
             bind.map(|b| (format!("listener[{i}].bind"), b))
         });
         // Unparsable addresses are reported by `socket_addr`.
-        let mut binds: Vec<(String, &Spanned<String>, SocketAddr)> = (admin.into_iter())
+        let mut binds: Vec<(String, &Spanned<String>, SocketAddr)> = admin
             .chain(listeners)
             .filter_map(|(path, value)| Some((path, value, value.get_ref().parse().ok()?)))
             .collect();

@@ -48,6 +48,7 @@ impl Checker<'_> {
                 .collect();
             checked.into_iter().collect()
         });
+        let tags = optional(&r.tags, |t| self.tags(&format!("{path}.tags"), t));
         let mut limits = defaults;
         self.limits(&path, &limit_keys_of_route(r), &mut limits);
         Some(Route {
@@ -57,6 +58,7 @@ impl Checker<'_> {
             pool: pool?,
             pool_index: pool_index?,
             allowed_origins: allowed_origins?,
+            tags: tags?,
             limits,
         })
     }

@@ -6,6 +6,7 @@ mod http;
 mod keys;
 mod listener;
 mod pool;
+mod push;
 mod route;
 mod values;
 
@@ -180,13 +181,15 @@ fn example_file_commented_examples_parse() {
         dir.cert(&format!("certs/{stem}"), &[&format!("{stem}.example.com")]);
     }
     std::fs::write(dir.0.join("admin-token"), "example-token\n").unwrap();
+    std::fs::write(dir.0.join("publish.token"), "s3cret\n").unwrap();
     let config = parse(&uncommented.join("\n"), &dir.0, "uncommented").unwrap();
     let counts = (
         config.listeners.len(),
         config.routes.len(),
         config.pools.len(),
     );
-    assert_eq!(counts, (2, 3, 2));
+    assert_eq!(counts, (2, 4, 2));
+    assert!(config.publish.is_some() && config.cluster.is_some());
     assert_eq!(config.listeners[1].tls.as_ref().unwrap().sni.len(), 2);
 }
 
