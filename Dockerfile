@@ -38,7 +38,7 @@ COPY deploy/container/demo.toml /usr/share/wsgate/demo.toml
 USER 10001:10001
 # ws:// listener and admin endpoints, as in deploy/container/demo.toml and
 # as a mounted configuration is expected to use them.
-EXPOSE 8080 9900
+EXPOSE 8080
 # Readiness from the admin listener (a mounted configuration keeps it on
 # port 9900, on 0.0.0.0 or 127.0.0.1): 0 once listeners are bound and a
 # configuration is loaded, 1 while starting or shutting down.

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
-use http_body_util::Full;
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -19,6 +19,7 @@ use tokio::net::TcpListener;
 use tracing::{debug, info};
 
 use crate::config::{Balance, HostPattern};
+use crate::dashboard::{self, AdminBody, Dashboard};
 use crate::metrics::Exposition;
 use crate::server::{out_of_descriptors, AcceptBackoff, Server, Shared};
 
@@ -41,6 +42,7 @@ pub fn spawn(server: &Server) {
 /// ends.
 async fn serve(listener: TcpListener, addr: SocketAddr, shared: Arc<Shared>) {
     let mut backoff = AcceptBackoff::new(addr);
+    let dashboard = Dashboard::start(&shared);
     loop {
         let stream = match listener.accept().await {
             Ok((stream, _)) => stream,
@@ -62,10 +64,12 @@ async fn serve(listener: TcpListener, addr: SocketAddr, shared: Arc<Shared>) {
         };
         backoff.succeeded();
         let shared = shared.clone();
+        let dashboard = dashboard.clone();
         tokio::spawn(async move {
             let service = service_fn(move |req| {
                 let shared = shared.clone();
-                async move { Ok::<_, Infallible>(answer(req, &shared).await) }
+                let dashboard = dashboard.clone();
+                async move { Ok::<_, Infallible>(dispatch(req, &shared, &dashboard).await) }
             });
             if let Err(e) = http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), service)
@@ -75,6 +79,21 @@ async fn serve(listener: TcpListener, addr: SocketAddr, shared: Arc<Shared>) {
             }
         });
     }
+}
+
+/// The token check first, then the dashboard's endpoints, then the rest.
+async fn dispatch(
+    req: Request<Incoming>,
+    shared: &Arc<Shared>,
+    dashboard: &Dashboard,
+) -> Response<AdminBody> {
+    if let Some(denied) = dashboard::refusal(&req, shared) {
+        return denied;
+    }
+    if let Some(resp) = dashboard.answer(&req, shared) {
+        return resp;
+    }
+    answer(req, shared).await.map(BodyExt::boxed)
 }
 
 async fn answer(req: Request<Incoming>, shared: &Arc<Shared>) -> Response<Full<Bytes>> {
@@ -114,7 +133,7 @@ async fn answer(req: Request<Incoming>, shared: &Arc<Shared>) -> Response<Full<B
         (_, "/healthz" | "/readyz" | "/metrics" | "/status") => not_allowed("GET"),
         _ => text(
             StatusCode::NOT_FOUND,
-            "not found: try /healthz, /readyz, /metrics, /status or POST /reload\n",
+            "not found: try /, /healthz, /readyz, /metrics, /status or POST /reload\n",
         ),
     }
 }
@@ -157,6 +176,7 @@ fn status(shared: &Shared) -> serde_json::Value {
                         "max_connections": b.max_connections,
                         "up": state.is_up(now),
                         "draining": state.is_draining(),
+                        "drained_by_admin": shared.registry.is_held(&pool.name, b.addr),
                         "active": state.active(),
                         "slow_start_share": balancer.ramp(i, now),
                         "http_in_flight": state.http_in_flight(),

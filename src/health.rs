@@ -96,6 +96,7 @@ async fn run(
     loop {
         ticker.tick().await;
         let result = probe(state.addr(), &check.kind, check.timeout, proxy).await;
+        state.record_check(result.as_ref().err().map(ToString::to_string));
         match &result {
             Ok(()) => state.mark_up(),
             Err(e) if e.is_local_shortage() => {

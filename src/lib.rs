@@ -69,6 +69,8 @@ pub mod shutdown;
 
 pub mod admin;
 
+pub mod dashboard;
+
 pub mod publish;
 
 pub mod metrics;

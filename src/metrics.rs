@@ -165,6 +165,7 @@ pub struct Metrics {
     closes: Family<CloseLabels, Counter>,
     backend_up: Family<BackendLabels, Gauge>,
     backend_active: Family<BackendLabels, Gauge>,
+    backend_max: Family<BackendLabels, Gauge>,
     reloads: Family<ResultLabels, Counter>,
     config_version: Gauge,
     tls_failures: Family<ListenerLabels, Counter>,
@@ -232,6 +233,7 @@ impl Metrics {
             closes: Family::default(),
             backend_up: Family::default(),
             backend_active: Family::default(),
+            backend_max: Family::default(),
             reloads: Family::default(),
             config_version: Gauge::default(),
             tls_failures: Family::default(),
@@ -299,6 +301,11 @@ impl Metrics {
             "wsgate_backend_connections_active",
             "Connections on the backend, handshakes in flight included",
             m.backend_active.clone(),
+        );
+        registry.register(
+            "wsgate_backend_max_connections",
+            "The backend's configured max_connections (only backends that have one)",
+            m.backend_max.clone(),
         );
         registry.register(
             "wsgate_config_reloads",
@@ -451,6 +458,7 @@ impl Metrics {
     ) -> String {
         self.backend_up.clear();
         self.backend_active.clear();
+        self.backend_max.clear();
         for (pool, balancer) in snapshot.config.pools.iter().zip(&snapshot.balancers) {
             let now = tokio::time::Instant::now();
             let states = (0..balancer.len()).filter_map(|i| balancer.backend(i).cloned());
@@ -465,6 +473,15 @@ impl Metrics {
                 self.backend_active
                     .get_or_create(&labels)
                     .set(i64::from(state.active()));
+            }
+            for b in &pool.backends {
+                if let Some(max) = b.max_connections {
+                    let labels = BackendLabels {
+                        pool: pool.name.clone(),
+                        backend: b.addr.to_string(),
+                    };
+                    self.backend_max.get_or_create(&labels).set(i64::from(max));
+                }
             }
         }
         self.zero_configured_series(snapshot);
@@ -525,6 +542,16 @@ impl Metrics {
                 }
             }
         }
+    }
+
+    /// The text exposition as the counters stand, without refreshing the
+    /// backend gauges that [`Metrics::render`] reads from a snapshot (the
+    /// dashboard reads those from the live state itself).
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String cannot fail");
+        out
     }
 
     /// A handshake refused with `status`.

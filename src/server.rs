@@ -4,14 +4,14 @@
 //! the admin listener and the reload triggers are wired by the caller
 //! (`main`), which keeps this module below them.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::net::SocketAddr;
 use std::ops::Deref;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
 use tokio::net::TcpListener;
@@ -73,6 +73,18 @@ impl ReloadError {
     }
 }
 
+/// Reload attempts remembered for the admin dashboard.
+pub const RELOADS_KEPT: usize = 10;
+
+/// One reload attempt: when it ran, and its new version or its problems.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReloadRecord {
+    /// When it finished.
+    pub at: SystemTime,
+    /// The new version, or one line per problem.
+    pub result: Result<u64, Vec<String>>,
+}
+
 /// What every part of the control plane shares. It reads as the
 /// [`Runtime`] it holds, which is all that connections are given.
 pub struct Shared {
@@ -85,6 +97,8 @@ pub struct Shared {
     pub admin_addr: Option<SocketAddr>,
     /// Serialises reloads: one at a time, each against the last.
     reload_lock: tokio::sync::Mutex<()>,
+    /// The last [`RELOADS_KEPT`] reload attempts, oldest first.
+    reloads: Mutex<VecDeque<ReloadRecord>>,
     /// The bound admin socket until the admin listener takes it.
     admin_socket: Mutex<Option<TcpListener>>,
     /// Descriptors held back so that the admin listener still accepts
@@ -151,6 +165,7 @@ impl Server {
             config_path,
             admin_addr: admin.as_ref().and_then(|a| a.local_addr().ok()),
             reload_lock: tokio::sync::Mutex::new(()),
+            reloads: Mutex::default(),
             reserve: FdReserve::new(),
             admin_socket: Mutex::new(admin),
             listeners: Mutex::default(),
@@ -246,6 +261,16 @@ impl Shared {
     pub(crate) async fn reload(self: &Arc<Self>) -> Result<u64, ReloadError> {
         let _one_at_a_time = self.reload_lock.lock().await;
         let result = self.apply_file().await;
+        {
+            let mut reloads = self.reloads.lock().expect("not poisoned");
+            if reloads.len() == RELOADS_KEPT {
+                reloads.pop_front();
+            }
+            reloads.push_back(ReloadRecord {
+                at: SystemTime::now(),
+                result: result.as_ref().map(|v| *v).map_err(ReloadError::messages),
+            });
+        }
         match &result {
             Ok(version) => {
                 if let Some(m) = &self.metrics {
@@ -261,6 +286,12 @@ impl Shared {
             }
         }
         result
+    }
+
+    /// The last reload attempts, oldest first.
+    pub fn recent_reloads(&self) -> Vec<ReloadRecord> {
+        let reloads = self.reloads.lock().expect("not poisoned");
+        reloads.iter().cloned().collect()
     }
 
     async fn apply_file(self: &Arc<Self>) -> Result<u64, ReloadError> {

@@ -418,7 +418,7 @@ fn the_build_context_holds_everything_the_dockerfile_copies() {
 fn container_config_on_loopback() -> String {
     repo_file("deploy/container/demo.toml")
         .replace("0.0.0.0:8080", "127.0.0.1:0")
-        .replace("0.0.0.0:9900", "127.0.0.1:0")
+        .replace("127.0.0.1:9900", "127.0.0.1:0")
 }
 
 #[tokio::test]
@@ -490,6 +490,8 @@ fn the_kubernetes_configuration_is_valid_and_its_grace_period_covers_the_drain()
     let issued = ca.issue("server", &["wsgate.example"]);
     std::fs::copy(&issued.cert, dir.0.join("tls/tls.crt")).unwrap();
     std::fs::copy(&issued.key, dir.0.join("tls/tls.key")).unwrap();
+    std::fs::create_dir_all(dir.0.join("admin")).unwrap();
+    std::fs::write(dir.0.join("admin/token"), "test-token\n").unwrap();
     let config = wsgate::config::parse(&toml, &dir.0, "configmap.yaml")
         .unwrap_or_else(|e| panic!("{e}\n{toml}"));
 

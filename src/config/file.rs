@@ -81,6 +81,8 @@ pub struct Tags {
 pub struct Admin {
     /// Socket address, required.
     pub bind: Option<Spanned<String>>,
+    /// `env:NAME` or `file:PATH`: where the bearer token is.
+    pub token: Option<Spanned<String>>,
 }
 
 /// `[defaults]`: the six route keys plus the two global timeouts.

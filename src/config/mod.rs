@@ -108,6 +108,21 @@ pub enum TagSource {
 pub struct Admin {
     /// Address the admin HTTP listener binds.
     pub bind: SocketAddr,
+    /// The bearer token admin requests must carry (see
+    /// `dashboard::auth`), read from the environment or a file at load.
+    pub token: Option<Secret>,
+}
+
+impl Secret {
+    /// Wraps a secret value.
+    pub fn new(value: String) -> Secret {
+        Secret(value)
+    }
+
+    /// The secret itself, for comparing with what a request offers.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
 }
 
 /// One `[[listener]]`.

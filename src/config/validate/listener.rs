@@ -17,8 +17,8 @@ use toml::Spanned;
 use super::values::is_dns_name;
 use super::{file, optional, Checker};
 use crate::config::{
-    Admin, CertPair, Cidr, Listener, ProxyProtocol, SniCert, Tls, DEFAULT_KEEPALIVE_TIMEOUT,
-    DEFAULT_MAX_HEADER_BYTES,
+    Admin, CertPair, Cidr, Listener, ProxyProtocol, Secret, SniCert, Tls,
+    DEFAULT_KEEPALIVE_TIMEOUT, DEFAULT_MAX_HEADER_BYTES,
 };
 
 impl Checker<'_> {
@@ -31,7 +31,61 @@ impl Checker<'_> {
             "bind = \"127.0.0.1:9900\"",
         )?;
         let bind = self.socket_addr("admin.bind", bind)?;
-        Some(Admin { bind })
+        let token = admin.get_ref().token.as_ref();
+        let secret = token.and_then(|t| self.admin_token(t));
+        if token.is_none() && !bind.ip().is_loopback() && !self.dropped.contains("admin.token") {
+            let message = format!(
+                "the admin listener binds {bind}, which is not a loopback address, so it needs \
+                 a token: add `token = \"env:WSGATE_ADMIN_TOKEN\"` (or \"file:PATH\")"
+            );
+            self.report("admin.token".to_string(), Some(admin.span()), message);
+        }
+        Some(Admin {
+            bind,
+            token: secret,
+        })
+    }
+
+    /// `[admin] token`: where the secret is, never the secret itself, so
+    /// that the configuration file can be shared and versioned.
+    fn admin_token(&mut self, token: &Spanned<String>) -> Option<Secret> {
+        let span = Some(token.span());
+        let (value, source) = if let Some(name) = token.get_ref().strip_prefix("env:") {
+            (
+                std::env::var(name).ok(),
+                format!("environment variable {name}"),
+            )
+        } else if let Some(file) = token.get_ref().strip_prefix("file:") {
+            let path = self.base.join(file);
+            match std::fs::read_to_string(&path) {
+                Ok(text) => (Some(text), format!("token file {}", path.display())),
+                Err(e) => {
+                    let message = format!("cannot read token file {}: {e}", path.display());
+                    self.report("admin.token".to_string(), span, message);
+                    return None;
+                }
+            }
+        } else {
+            let message = "must say where the secret is, `env:NAME` or `file:PATH`; \
+                           never write the secret itself in the configuration"
+                .to_string();
+            self.report("admin.token".to_string(), span, message);
+            return None;
+        };
+        // A file usually ends with a newline that is not part of the secret.
+        let value = value.map(|v| v.trim().to_string()).unwrap_or_default();
+        if value.is_empty() {
+            let message = format!("{source} is not set or empty");
+            self.report("admin.token".to_string(), span, message);
+            return None;
+        }
+        // RFC 6750 section 2.1: a bearer token is visible ASCII.
+        if !value.bytes().all(|b| b.is_ascii_graphic()) {
+            let message = format!("{source} holds characters a bearer token cannot carry (only visible ASCII, no spaces)");
+            self.report("admin.token".to_string(), span, message);
+            return None;
+        }
+        Some(Secret::new(value))
     }
 
     /// Two binds on one port collide when the addresses are equal or one is

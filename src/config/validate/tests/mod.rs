@@ -183,6 +183,7 @@ fn example_file_commented_examples_parse() {
     }
     std::fs::create_dir(dir.0.join("secrets")).unwrap();
     std::fs::write(dir.0.join("secrets/jwt"), "example secret").unwrap();
+    std::fs::write(dir.0.join("admin-token"), "example-token\n").unwrap();
     std::fs::write(dir.0.join("publish.token"), "s3cret\n").unwrap();
     let config = parse(&uncommented.join("\n"), &dir.0, "uncommented").unwrap();
     let counts = (
