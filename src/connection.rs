@@ -51,6 +51,9 @@ struct Context {
     snapshot: Arc<Snapshot>,
     shared: Arc<Shared>,
     guard: std::sync::Mutex<Option<Guard>>,
+    /// The verified client certificate's identity, set after a TLS
+    /// handshake that carried one.
+    client_cert: std::sync::OnceLock<tls::ClientIdentity>,
 }
 
 /// What the access-log line of a relayed connection names.
@@ -75,6 +78,7 @@ pub async fn serve(stream: TcpStream, accepted: Accepted) {
         snapshot: accepted.snapshot,
         shared: accepted.shared,
         guard: std::sync::Mutex::new(Some(accepted.guard)),
+        client_cert: std::sync::OnceLock::new(),
     });
     // Small frames must not wait for Nagle's algorithm on either side.
     let _ = stream.set_nodelay(true);
@@ -110,6 +114,15 @@ pub async fn serve(stream: TcpStream, accepted: Accepted) {
             let acceptor = tokio_rustls::TlsAcceptor::from(config.clone());
             match timeout_at(deadline, acceptor.accept(stream)).await {
                 Ok(Ok(tls_stream)) => {
+                    // rustls has verified any certificate the client sent.
+                    if let Some(leaf) = tls_stream
+                        .get_ref()
+                        .1
+                        .peer_certificates()
+                        .and_then(|c| c.first())
+                    {
+                        let _ = accepted.client_cert.set(tls::ClientIdentity::of(leaf));
+                    }
                     serve_http(tls_stream, accepted, deadline, limit, None, true).await
                 }
                 Ok(Err(e)) => accepted.tls_failed(&e.to_string()),
@@ -222,6 +235,9 @@ where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let started = StdInstant::now();
+    // Never forwarded as the client sent them: only a verified certificate
+    // sets them.
+    tls::set_client_cert_headers(req.headers_mut(), accepted.client_cert.get());
     let snapshot = &accepted.snapshot;
     let host = req
         .headers()
@@ -375,8 +391,9 @@ async fn connect_backend(
         }
         let addr = lease.backend().addr();
         let timeout = attempt.connect_timeout.min(left);
-        let answer = upstream::answer(
-            addr,
+        let dial = upstream::Dial::to_backend(pool.tls.as_ref(), &pool.backends[idx]);
+        let answer = upstream::answer_via(
+            &dial,
             &attempt.request,
             attempt.client_key,
             &attempt.offer,
@@ -402,6 +419,10 @@ async fn connect_backend(
     }
     Err(Failed::Reject(match last_failure {
         Some(e) => Reject::BackendsFailed(e),
+        // A pool of names none of which ever resolved says which.
+        None if pool.backends.is_empty() && !pool.unresolved.is_empty() => {
+            Reject::Unresolved(pool.unresolved.clone())
+        }
         None => Reject::NoBackend,
     }))
 }
@@ -424,7 +445,7 @@ struct Attempt<'a> {
 struct Handover {
     peer: SocketAddr,
     backend_addr: SocketAddr,
-    backend_stream: TcpStream,
+    backend_stream: upstream::BackendStream,
     backend_pre: Bytes,
     settings: relay::Settings,
     stop: relay::Stop,

@@ -82,6 +82,10 @@ pub enum Reject {
     /// Every backend is down, draining or at its cap.
     #[error("no backend available")]
     NoBackend,
+    /// The pool's backends come from names that have not resolved yet
+    /// (the names are the configuration's, not backend addresses).
+    #[error("no backend available: {} does not resolve yet", .0.join(", "))]
+    Unresolved(Vec<String>),
     /// Backends were tried and every attempt failed. The reason names no
     /// address: backends are internal, and the log names them.
     #[error("backend unreachable: {0}")]
@@ -113,7 +117,7 @@ impl Reject {
             Reject::NotGet => StatusCode::METHOD_NOT_ALLOWED,
             Reject::NotWebSocket | Reject::BadVersion => StatusCode::UPGRADE_REQUIRED,
             Reject::OriginNotAllowed => StatusCode::FORBIDDEN,
-            Reject::NoBackend => StatusCode::SERVICE_UNAVAILABLE,
+            Reject::NoBackend | Reject::Unresolved(_) => StatusCode::SERVICE_UNAVAILABLE,
             Reject::BackendsFailed(_) | Reject::BadBackendAnswer(_) => StatusCode::BAD_GATEWAY,
         }
     }

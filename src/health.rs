@@ -3,7 +3,6 @@
 //! (a failed connect during a handshake) happen in the balancer; a backend
 //! marked down there comes back only through a passing check here.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,7 +17,7 @@ use crate::close::CloseCode;
 use crate::config::{HealthCheck, HealthCheckKind};
 use crate::frame::{close_frame, MAX_CONTROL_FRAME_LEN};
 use crate::snapshot::Snapshot;
-use crate::upstream::{self, Offer};
+use crate::upstream::{self, Dial, Offer};
 
 /// The running checks of one snapshot; dropping this stops them.
 #[derive(Debug, Default)]
@@ -37,7 +36,8 @@ impl HealthChecks {
             };
             for idx in 0..balancer.len() {
                 let state = balancer.backend(idx).expect("index in range").clone();
-                let task = tokio::spawn(run(pool.name.clone(), state, check.clone()));
+                let dial = Dial::to_backend(pool.tls.as_ref(), &pool.backends[idx]);
+                let task = tokio::spawn(run(pool.name.clone(), state, dial, check.clone()));
                 tasks.push(task.abort_handle());
             }
         }
@@ -53,13 +53,13 @@ impl Drop for HealthChecks {
     }
 }
 
-async fn run(pool: String, state: Arc<BackendState>, check: HealthCheck) {
+async fn run(pool: String, state: Arc<BackendState>, dial: Dial, check: HealthCheck) {
     let mut ticker = tokio::time::interval(check.interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut was_up: Option<bool> = None;
     loop {
         ticker.tick().await;
-        let result = probe(state.addr(), &check.kind, check.timeout).await;
+        let result = probe(&dial, &check.kind, check.timeout).await;
         match &result {
             Ok(()) => state.mark_up(),
             Err(_) => state.mark_down(),
@@ -77,8 +77,10 @@ async fn run(pool: String, state: Arc<BackendState>, check: HealthCheck) {
     }
 }
 
-/// One check; the error says why it failed.
-async fn probe(addr: SocketAddr, kind: &HealthCheckKind, timeout: Duration) -> Result<(), String> {
+/// One check; the error says why it failed. A `websocket` check of a TLS
+/// pool goes over TLS, so a certificate problem fails it.
+async fn probe(dial: &Dial, kind: &HealthCheckKind, timeout: Duration) -> Result<(), String> {
+    let addr = dial.addr;
     match kind {
         HealthCheckKind::Tcp => {
             match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(addr)).await {
@@ -94,7 +96,7 @@ async fn probe(addr: SocketAddr, kind: &HealthCheckKind, timeout: Duration) -> R
             );
             let key = HeaderValue::from_str(&key).expect("base64 is a valid header value");
             let mut up =
-                upstream::upgrade(addr, request.as_bytes(), &key, &Offer::default(), timeout)
+                upstream::upgrade(dial, request.as_bytes(), &key, &Offer::default(), timeout)
                     .await
                     .map_err(|e| e.to_string())?;
             // Leave politely (RFC 6455 section 7.1.2): a masked close, then FIN.

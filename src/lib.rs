@@ -7,7 +7,7 @@
 //! opening handshake with the leaf [`rfc6455`]), and [`relay`] carries
 //! frames ([`frame`]) until the close ([`close`]). [`config`] and
 //! [`snapshot`] stand at the side: the validated file and the running view
-//! built from it. [`echo`] is the built-in backend of `wsgate demo`.
+//! built from it; [`discovery`] resolves backend names into it. [`echo`] is the built-in backend of `wsgate demo`.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -40,6 +40,8 @@ pub mod config;
 pub mod snapshot;
 
 pub mod reload;
+
+pub mod discovery;
 
 pub mod shutdown;
 

@@ -69,6 +69,9 @@ pub async fn reload(shared: &Arc<Shared>) -> Result<u64, ReloadError> {
 async fn apply_file(shared: &Arc<Shared>) -> Result<u64, ReloadError> {
     let path = shared.config_path.as_deref().ok_or(ReloadError::NoFile)?;
     let config = config::load(path).map_err(ReloadError::Invalid)?;
+    // New names resolve before the swap; known ones keep their last set.
+    let metrics = shared.metrics.as_deref();
+    shared.discovery.resolve(&config, true, metrics).await;
     shared.apply(config).await.map_err(ReloadError::Bind)
 }
 
@@ -185,6 +188,14 @@ fn cert_files(config: &Config) -> Vec<PathBuf> {
         for sni in &tls.sni {
             out.push(sni.pair.cert.clone());
             out.push(sni.pair.key.clone());
+        }
+        out.extend(tls.client_auth.iter().map(|a| a.ca.clone()));
+    }
+    for tls in config.pools.iter().filter_map(|p| p.tls.as_ref()) {
+        out.extend(tls.ca.iter().cloned());
+        if let Some(pair) = &tls.client_cert {
+            out.push(pair.cert.clone());
+            out.push(pair.key.clone());
         }
     }
     out

@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
 use tokio::net::TcpListener;
@@ -17,6 +17,7 @@ use tracing::{error, info, warn};
 
 use crate::config::Config;
 use crate::connection::{self, Accepted};
+use crate::discovery::{self, Discovery};
 use crate::health::HealthChecks;
 use crate::metrics::Metrics;
 use crate::relay::CLOSE_GRACE;
@@ -62,6 +63,8 @@ pub struct Shared {
     /// Counters and histograms; kept only when there is an admin listener
     /// to expose them.
     pub metrics: Option<Arc<Metrics>>,
+    /// What backend names resolved to, and the tasks resolving them.
+    pub discovery: Discovery,
     /// Accept loops by listener key (configured address).
     listeners: Mutex<HashMap<ListenerKey, Bound>>,
     health: Mutex<HealthChecks>,
@@ -77,7 +80,10 @@ impl Server {
     /// Binds every listener (and the admin listener) of `config`, then
     /// starts serving. Binding comes first, so a port conflict is reported
     /// at start, not at first use. `config_path` is the file reloads read.
-    pub async fn start(config: Config, config_path: Option<PathBuf>) -> Result<Server, BindError> {
+    pub async fn start(
+        mut config: Config,
+        config_path: Option<PathBuf>,
+    ) -> Result<Server, BindError> {
         let mut sockets = Vec::with_capacity(config.listeners.len());
         for l in &config.listeners {
             sockets.push((ListenerKey::of(l), bind(&l.name, l.bind).await?));
@@ -86,6 +92,12 @@ impl Server {
             Some(a) => Some(bind("admin", a.bind).await?),
             None => None,
         };
+        let metrics = admin.is_some().then(|| Arc::new(Metrics::new()));
+        // Names resolve before the first snapshot, so that a pool of names
+        // has its backends from the first connection on.
+        let discovery = Discovery::default();
+        discovery.resolve(&config, false, metrics.as_deref()).await;
+        discovery.fill(&mut config);
         let registry = Registry::default();
         let snapshot = Snapshot::new(config, 1, &registry);
         let shared = Arc::new(Shared {
@@ -96,7 +108,8 @@ impl Server {
             config_path,
             admin_addr: admin.as_ref().and_then(|a| a.local_addr().ok()),
             reload_lock: tokio::sync::Mutex::new(()),
-            metrics: admin.is_some().then(|| Arc::new(Metrics::new())),
+            metrics,
+            discovery,
             listeners: Mutex::default(),
             health: Mutex::default(),
         });
@@ -107,6 +120,7 @@ impl Server {
             shared.spawn_accept(key, socket);
         }
         *shared.health.lock().expect("not poisoned") = HealthChecks::start(&shared.current.load());
+        discovery::start(&shared);
         if let Some(socket) = admin {
             tokio::spawn(admin::serve(socket, shared.clone()));
         }
@@ -154,6 +168,7 @@ impl Server {
             bound.task.abort();
         }
         *shared.health.lock().expect("not poisoned") = HealthChecks::default();
+        shared.discovery.stop();
         let timeout = shared.current.load().config.drain_timeout;
         shared.registry.drain_all(Drain::now(timeout));
         let open = shared.tracker.open();
@@ -194,7 +209,7 @@ impl Shared {
     /// (failing whole if one cannot be bound), swaps the snapshot, stops
     /// listeners it no longer has, restarts health checks and drains
     /// removed backends. Returns the new version.
-    pub async fn apply(self: &Arc<Self>, config: Config) -> Result<u64, BindError> {
+    pub async fn apply(self: &Arc<Self>, mut config: Config) -> Result<u64, BindError> {
         let mut fresh = Vec::new();
         {
             let known: Vec<ListenerKey> = self
@@ -212,9 +227,10 @@ impl Shared {
             }
         }
         let version = self.current.load().version + 1;
-        let drain = Drain::now(config.drain_timeout);
-        let snapshot = Arc::new(Snapshot::new(config, version, &self.registry));
-        self.current.store(snapshot.clone());
+        // Every name keeps its last resolved set across the reload.
+        self.discovery.retain(&config);
+        self.discovery.fill(&mut config);
+        let snapshot = self.install(config, version, SystemTime::now());
         for (key, socket) in fresh {
             self.spawn_accept(key, socket);
         }
@@ -229,11 +245,24 @@ impl Shared {
                 keep
             });
         }
+        discovery::start(self);
+        Ok(version)
+    }
+
+    /// Swaps in the snapshot of `config` (backends already filled in),
+    /// restarts health checks and drains the backends it no longer has:
+    /// what a reload and a change of a resolved name have in common.
+    pub fn install(&self, config: Config, version: u64, loaded_at: SystemTime) -> Arc<Snapshot> {
+        let drain = Drain::now(config.drain_timeout);
+        let mut snapshot = Snapshot::new(config, version, &self.registry);
+        snapshot.loaded_at = loaded_at;
+        let snapshot = Arc::new(snapshot);
+        self.current.store(snapshot.clone());
         *self.health.lock().expect("not poisoned") = HealthChecks::start(&snapshot);
         for (pool, addr) in self.registry.drain_removed(&snapshot.config, drain) {
             info!(%pool, backend = %addr, drain_timeout = ?drain.timeout, "backend removed: draining");
         }
-        Ok(version)
+        snapshot
     }
 }
 

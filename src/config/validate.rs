@@ -4,8 +4,9 @@
 //! types of `file.rs`, reporting and removing every unknown key and value of
 //! the wrong type; the checks here then run on what is left, each table in
 //! its own file: `listener` (`[admin]`, `[[listener]]`, TLS), `route`
-//! (`[[route]]` and the limits shared with `[defaults]`), `pool`, and
-//! `values` (addresses, sizes, durations). So one run of `wsgate check`, a
+//! (`[[route]]` and the limits shared with `[defaults]`), `pool` (with
+//! `backend_tls` for its `tls`), `resolver`, and `values` (addresses,
+//! sizes, durations). So one run of `wsgate check`, a
 //! failed reload's log and `POST /reload` all list every problem with its
 //! key path and line. Each check returns `None` only after reporting why,
 //! and a `Config` is returned only when nothing was reported.
@@ -26,9 +27,11 @@
 //! 4. Tests: a case in `tests/<table>.rs` for each problem the key can
 //!    have; docs/configuration.md and config.example.toml for the key.
 
+mod backend_tls;
 mod keys;
 mod listener;
 mod pool;
+mod resolver;
 mod route;
 mod values;
 
@@ -40,7 +43,7 @@ use std::time::Duration;
 use toml::Spanned;
 
 use super::file;
-use super::{Config, ConfigError, Limits, Listener, Pool, Problem, Route};
+use super::{Config, ConfigError, Limits, Listener, Pool, Problem, Resolver, Route};
 use route::limit_keys_of_defaults;
 use values::line_column;
 
@@ -168,6 +171,10 @@ impl Checker<'_> {
         let pools: Vec<Option<Pool>> = (file.pool.iter().enumerate())
             .map(|(i, p)| self.pool(i, p))
             .collect();
+        let resolver = match &file.resolver {
+            None => Some(Resolver::default()),
+            Some(r) => self.resolver(r),
+        };
 
         Some(Config {
             admin: admin?,
@@ -176,6 +183,7 @@ impl Checker<'_> {
             listeners: listeners.into_iter().collect::<Option<_>>()?,
             routes: routes.into_iter().collect::<Option<_>>()?,
             pools: pools.into_iter().collect::<Option<_>>()?,
+            resolver: resolver?,
         })
     }
 

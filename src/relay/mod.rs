@@ -22,7 +22,6 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
 
 use crate::close::{CloseCode, CloseInfo, Initiator};
@@ -82,10 +81,10 @@ pub type Stop = Pin<Box<dyn Future<Output = Instant> + Send>>;
 /// Relays until the connection closes, then closes both sockets. When
 /// `stop` resolves, the connection is closed with 1001 at the moment it
 /// names. Traffic is reported to `meter` now and then and at the end.
-pub async fn run<C>(
+pub async fn run<C, B>(
     mut client: C,
     client_pre: Bytes,
-    mut backend: TcpStream,
+    mut backend: B,
     backend_pre: Bytes,
     settings: Settings,
     stop: Stop,
@@ -93,6 +92,7 @@ pub async fn run<C>(
 ) -> End
 where
     C: AsyncRead + AsyncWrite + Unpin,
+    B: AsyncRead + AsyncWrite + Unpin,
 {
     let started = Instant::now();
     let mut relay = Relay::new(settings, &client_pre, &backend_pre, stop, meter);
@@ -566,9 +566,10 @@ impl Relay {
         }
     }
 
-    fn poll<C>(&mut self, cx: &mut Context<'_>, client: &mut C, backend: &mut TcpStream) -> Poll<()>
+    fn poll<C, B>(&mut self, cx: &mut Context<'_>, client: &mut C, backend: &mut B) -> Poll<()>
     where
         C: AsyncRead + AsyncWrite + Unpin,
+        B: AsyncRead + AsyncWrite + Unpin,
     {
         // Bounded so that a stream of events cannot starve other tasks;
         // each pass makes progress or returns.
@@ -677,14 +678,15 @@ impl Relay {
     /// close went to it and it either answered with its own, hung up, or
     /// was closed by the proxy. Reading goes on until its EOF, so that
     /// unread input never turns the close into a reset.
-    fn shut_finished_sides<C>(
+    fn shut_finished_sides<C, B>(
         &mut self,
         cx: &mut Context<'_>,
         client: &mut C,
-        backend: &mut TcpStream,
+        backend: &mut B,
     ) -> bool
     where
         C: AsyncRead + AsyncWrite + Unpin,
+        B: AsyncRead + AsyncWrite + Unpin,
     {
         let mut acted = false;
         if !self.client.fin_sent

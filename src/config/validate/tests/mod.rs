@@ -174,7 +174,14 @@ fn example_file_commented_examples_parse() {
         .collect();
     let dir = TempDir::new();
     std::fs::create_dir(dir.0.join("certs")).unwrap();
-    for stem in ["server", "chat", "api"] {
+    for stem in [
+        "server",
+        "chat",
+        "api",
+        "clients-ca",
+        "backends-ca",
+        "wsgate",
+    ] {
         dir.cert(&format!("certs/{stem}"), &[&format!("{stem}.example.com")]);
     }
     let config = parse(&uncommented.join("\n"), &dir.0, "uncommented").unwrap();
@@ -183,7 +190,7 @@ fn example_file_commented_examples_parse() {
         config.routes.len(),
         config.pools.len(),
     );
-    assert_eq!(counts, (2, 2, 2));
+    assert_eq!(counts, (3, 2, 2));
     assert_eq!(config.listeners[1].tls.as_ref().unwrap().sni.len(), 2);
 }
 
@@ -254,6 +261,7 @@ fn values_are_normalised() {
         addr: "[::1]:9001".parse().unwrap(),
         weight: 3,
         max_connections: Some(7),
+        name: None,
     };
     assert_eq!(sticky.backends, [backend]);
     let cookie = &config.pools[2];

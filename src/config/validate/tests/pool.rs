@@ -160,6 +160,54 @@ fn pool_problems_have_their_key_path_and_line() {
             "health_check",
             "more than zero",
         ),
+        (
+            pool_with("tls = { ca = \"/nonexistent/ca.pem\", server_name = \"chat.internal\" }"),
+            "pool[0].tls.ca",
+            "tls",
+            "cannot read",
+        ),
+        (
+            pool_with("tls = { server_name = \"not a name\" }"),
+            "pool[0].tls.server_name",
+            "tls",
+            "not a DNS name",
+        ),
+        (
+            pool_with("tls = { server_name = \"chat.internal\", cert = \"client.pem\" }"),
+            "pool[0].tls.key",
+            "tls",
+            "is required",
+        ),
+        (
+            pool_with("tls = { server_name = \"chat.internal\", ca_file = \"ca.pem\" }"),
+            "pool[0].tls.ca_file",
+            "tls",
+            "unknown key `ca_file`",
+        ),
+        (
+            pool_with("tls = \"yes\""),
+            "pool[0].tls",
+            "tls",
+            "true, or a table",
+        ),
     ];
     check_all(&cases);
+}
+
+#[test]
+fn backend_tls_by_ip_needs_a_server_name() {
+    let dir = TempDir::new();
+    dir.cert("ca", &["ca.example.com"]);
+    let text = pool_with("tls = { ca = \"ca.pem\" }");
+    let found = problems_in(&text, &dir.0);
+    assert_eq!(found.len(), 1, "{found:#?}");
+    assert_eq!(found[0].key_path, "pool[0].tls");
+    assert!(found[0].message.contains("add `server_name`"), "{found:#?}");
+    let text = pool_with("tls = { ca = \"ca.pem\", server_name = \"chat.internal\" }");
+    let config = parse(&text, &dir.0, "test.toml").unwrap();
+    let tls = config.pools[0].tls.as_ref().unwrap();
+    assert_eq!(tls.server_name.as_deref(), Some("chat.internal"));
+    assert_eq!(tls.client_config.alpn_protocols, [b"http/1.1".to_vec()]);
+    let off = parse(&pool_with("tls = false"), &dir.0, "test.toml").unwrap();
+    assert!(off.pools[0].tls.is_none());
 }
