@@ -3,6 +3,7 @@
 //! a private interface: it can reload the configuration.
 
 use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -18,17 +19,47 @@ use tokio::net::TcpListener;
 use tracing::{debug, info};
 
 use crate::config::{Balance, HostPattern};
-use crate::server::Shared;
+use crate::server::{out_of_descriptors, AcceptBackoff, Server, Shared};
 
-/// Serves admin requests on `listener` until the process ends.
-pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
-    if let Ok(addr) = listener.local_addr() {
-        info!(%addr, "admin listening");
-    }
+/// Serves the admin listener `server` bound, if its configuration has one,
+/// in a task of its own.
+pub fn spawn(server: &Server) {
+    let Some(socket) = server.take_admin_socket() else {
+        return;
+    };
+    let Ok(addr) = socket.local_addr() else {
+        return;
+    };
+    // Logged before this returns: the socket is bound and accepts from
+    // here on, and what the caller logs next comes after.
+    info!(%addr, "admin listening");
+    tokio::spawn(serve(socket, addr, server.shared().clone()));
+}
+
+/// Serves admin requests on `listener` (bound to `addr`) until the process
+/// ends.
+async fn serve(listener: TcpListener, addr: SocketAddr, shared: Arc<Shared>) {
+    let mut backoff = AcceptBackoff::new(addr);
     loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            continue;
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            // Out of descriptors: the reserve held for this moment is
+            // given back, and the probe waiting in the backlog gets one.
+            Err(e) if out_of_descriptors(&e) && shared.reserve.release() => {
+                match listener.accept().await {
+                    Ok((stream, _)) => stream,
+                    Err(e) => {
+                        backoff.failed(&e).await;
+                        continue;
+                    }
+                }
+            }
+            Err(e) => {
+                backoff.failed(&e).await;
+                continue;
+            }
         };
+        backoff.succeeded();
         let shared = shared.clone();
         tokio::spawn(async move {
             let service = service_fn(move |req| {
@@ -68,7 +99,7 @@ async fn answer(req: Request<Incoming>, shared: &Arc<Shared>) -> Response<Full<B
             None => text(StatusCode::NOT_FOUND, "metrics are off\n"),
         },
         (&Method::GET, "/status") => json_response(StatusCode::OK, status(shared)),
-        (&Method::POST, "/reload") => match crate::reload::reload(shared).await {
+        (&Method::POST, "/reload") => match shared.reload().await {
             Ok(version) => json_response(StatusCode::OK, json!({ "version": version })),
             Err(e) => json_response(StatusCode::BAD_REQUEST, json!({ "errors": e.messages() })),
         },
@@ -86,7 +117,7 @@ async fn answer(req: Request<Incoming>, shared: &Arc<Shared>) -> Response<Full<B
 fn status(shared: &Shared) -> serde_json::Value {
     let snapshot = shared.current.load();
     let config = &snapshot.config;
-    let now = std::time::Instant::now();
+    let now = tokio::time::Instant::now();
     let listeners: Vec<_> = config
         .listeners
         .iter()

@@ -17,9 +17,14 @@
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use tokio::sync::watch;
 
 use crate::config::{self, Balance, StickySource};
+use crate::shutdown::{Drain, DrainSignal};
 
 /// How long a backend that failed a connect stays down in a pool without a
 /// health check (contract, "Balancing").
@@ -121,6 +126,9 @@ pub struct BackendState {
     /// when" share one word so a reader never sees one without the other.
     down_until: AtomicU64,
     draining: AtomicBool,
+    /// Announces a drain (removal by a reload, or shutdown) to the
+    /// backend's open connections; `None` until one starts.
+    drain: watch::Sender<Option<Drain>>,
 }
 
 impl BackendState {
@@ -133,6 +141,7 @@ impl BackendState {
             active: AtomicU32::new(0),
             down_until: AtomicU64::new(0),
             draining: AtomicBool::new(false),
+            drain: watch::Sender::new(None),
         }
     }
 
@@ -168,6 +177,29 @@ impl BackendState {
     /// Starts or stops draining.
     pub fn set_draining(&self, draining: bool) {
         self.draining.store(draining, Ordering::Relaxed);
+    }
+
+    /// Announces `drain` to this backend's connections, unless one is
+    /// announced already (the earlier order stands).
+    pub fn announce_drain(&self, drain: Drain) {
+        self.drain.send_if_modified(|current| {
+            let unset = current.is_none();
+            if unset {
+                *current = Some(drain);
+            }
+            unset
+        });
+    }
+
+    /// Withdraws the drain for connections made from now on (the backend
+    /// came back); connections already told keep their close time.
+    pub fn withdraw_drain(&self) {
+        self.drain.send_replace(None);
+    }
+
+    /// What a connection to this backend watches for a drain.
+    pub fn drain_signal(&self) -> DrainSignal {
+        self.drain.subscribe()
     }
 
     /// Marks the backend up, e.g. after a passing health check.

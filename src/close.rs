@@ -37,6 +37,35 @@ impl CloseCode {
     pub const ABNORMAL: CloseCode = CloseCode(1006);
 }
 
+impl CloseCode {
+    /// Whether a close frame may carry this code (RFC 6455 section 7.4.1
+    /// and the IANA registry it set up): 1000-1003 and 1007-1014 are
+    /// defined; 1004 is reserved, 1005, 1006 and 1015 are for reporting
+    /// only and never sent; 1016-2999 are unassigned and 0-999 unused;
+    /// 3000-3999 are registered and 4000-4999 private, both passed through.
+    /// Nothing defines 5000 and up, so they are refused too.
+    pub fn is_allowed_on_wire(self) -> bool {
+        matches!(self.0, 1000..=1003 | 1007..=1014 | 3000..=4999)
+    }
+
+    /// The `code` label of `wsgate_closes_total`: the number for the codes
+    /// RFC 6455 and its registry name (1000-1015), `3xxx` and `4xxx` for the
+    /// registered and private ranges, `other` for the rest, so that a peer
+    /// choosing codes cannot grow the number of series.
+    pub fn label(self) -> &'static str {
+        const NAMED: [&str; 16] = [
+            "1000", "1001", "1002", "1003", "1004", "1005", "1006", "1007", "1008", "1009", "1010",
+            "1011", "1012", "1013", "1014", "1015",
+        ];
+        match self.0 {
+            n @ 1000..=1015 => NAMED[usize::from(n - 1000)],
+            3000..=3999 => "3xxx",
+            4000..=4999 => "4xxx",
+            _ => "other",
+        }
+    }
+}
+
 impl fmt::Display for CloseCode {
     /// The bare number, as used in metric labels and logs.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -82,6 +111,26 @@ pub struct CloseInfo {
     pub initiator: Initiator,
 }
 
+/// Traffic of one direction.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
+    /// Data messages whose final frame passed.
+    pub messages: u64,
+    /// Bytes on the wire, frame headers included.
+    pub bytes: u64,
+}
+
+/// How a relayed connection ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct End {
+    /// The first close: its code and who started it.
+    pub close: CloseInfo,
+    /// Client to backend traffic.
+    pub client_to_backend: Counts,
+    /// Backend to client traffic.
+    pub backend_to_client: Counts,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -100,6 +149,38 @@ mod tests {
         ];
         for (code, n) in pairs {
             assert_eq!(code.0, n);
+        }
+    }
+
+    #[test]
+    fn codes_rfc_6455_forbids_on_the_wire_are_refused() {
+        for n in [
+            0, 999, 1004, 1005, 1006, 1015, 1016, 2000, 2999, 5000, 65535,
+        ] {
+            assert!(!CloseCode(n).is_allowed_on_wire(), "{n}");
+        }
+        for n in [
+            1000, 1001, 1002, 1003, 1007, 1011, 1012, 1013, 1014, 3000, 3999, 4000, 4999,
+        ] {
+            assert!(CloseCode(n).is_allowed_on_wire(), "{n}");
+        }
+    }
+
+    #[test]
+    fn metric_labels_are_bounded() {
+        assert_eq!(CloseCode::NORMAL.label(), "1000");
+        assert_eq!(CloseCode::ABNORMAL.label(), "1006");
+        assert_eq!(CloseCode::BAD_GATEWAY.label(), "1014");
+        assert_eq!(CloseCode(3000).label(), "3xxx");
+        assert_eq!(CloseCode(3999).label(), "3xxx");
+        assert_eq!(CloseCode(4000).label(), "4xxx");
+        assert_eq!(CloseCode(4999).label(), "4xxx");
+        let mut labels: Vec<_> = (0..=u16::MAX).map(|n| CloseCode(n).label()).collect();
+        labels.sort_unstable();
+        labels.dedup();
+        assert_eq!(labels.len(), 16 + 3);
+        for n in 1000..=1015 {
+            assert_eq!(CloseCode(n).label(), n.to_string());
         }
     }
 

@@ -5,7 +5,6 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant as StdInstant;
 
 use bytes::Bytes;
 use http::{Request, Response};
@@ -23,7 +22,7 @@ use crate::close::{CloseCode, CloseInfo, Initiator};
 use crate::config::{HostPattern, StickySource};
 use crate::handshake::{self, FirstByte, ReadHeadError, Reject, Rewind};
 use crate::metrics::{ConnectionLabels, Meter};
-use crate::server::Shared;
+use crate::runtime::Runtime;
 use crate::shutdown::{self, Guard};
 use crate::snapshot::{ListenerKey, Snapshot};
 use crate::upstream::{self, Offer, RefusalBody};
@@ -40,8 +39,9 @@ pub struct Accepted {
     pub snapshot: Arc<Snapshot>,
     /// Counts this connection as open until it ends.
     pub guard: Guard,
-    /// The running proxy's shared parts (drain signals, live state).
-    pub shared: Arc<Shared>,
+    /// What the running proxy shares with connections (live state,
+    /// metrics).
+    pub runtime: Arc<Runtime>,
 }
 
 /// What the handshake needs of [`Accepted`], shared with hyper's service.
@@ -49,7 +49,7 @@ struct Context {
     peer: SocketAddr,
     listener: Arc<str>,
     snapshot: Arc<Snapshot>,
-    shared: Arc<Shared>,
+    shared: Arc<Runtime>,
     guard: std::sync::Mutex<Option<Guard>>,
     /// The verified client certificate's identity, set after a TLS
     /// handshake that carried one.
@@ -76,7 +76,7 @@ pub async fn serve(stream: TcpStream, accepted: Accepted) {
         peer: accepted.peer,
         listener: Arc::from(listener.name.as_str()),
         snapshot: accepted.snapshot,
-        shared: accepted.shared,
+        shared: accepted.runtime,
         guard: std::sync::Mutex::new(Some(accepted.guard)),
         client_cert: std::sync::OnceLock::new(),
     });
@@ -141,7 +141,7 @@ async fn serve_http<IO>(
     first_byte: Option<FirstByte>,
     tls: bool,
 ) where
-    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    IO: AsyncRead + AsyncWrite + relay::Socket + Unpin + Send + 'static,
 {
     let head = match timeout_at(deadline, handshake::read_head(&mut io, limit, first_byte)).await {
         Ok(Ok(head)) => head,
@@ -232,9 +232,9 @@ async fn upgrade<IO>(
     tls: bool,
 ) -> Response<Either<Full<Bytes>, RefusalBody>>
 where
-    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    IO: AsyncRead + AsyncWrite + relay::Socket + Unpin + Send + 'static,
 {
-    let started = StdInstant::now();
+    let started = Instant::now();
     // Never forwarded as the client sent them: only a verified certificate
     // sets them.
     tls::set_client_cert_headers(req.headers_mut(), accepted.client_cert.get());
@@ -343,7 +343,7 @@ where
             limits: route.limits,
             deflate,
         },
-        stop: shutdown::close_time(accepted.shared.registry.drain_signal(&pool.name, addr)),
+        stop: shutdown::close_time(lease.backend().drain_signal()),
         meter,
         access,
         lease,
@@ -379,13 +379,11 @@ async fn connect_backend(
     let pool = &snapshot.config.pools[pool_index];
     let balancer = &snapshot.balancers[pool_index];
     let mut last_failure = None;
-    for idx in balancer.candidates(key, StdInstant::now()) {
+    for idx in balancer.candidates(key, Instant::now()) {
         let Some(lease) = balancer.lease(idx) else {
             continue; // filled up since the candidates were listed
         };
-        let left = attempt
-            .budget_end
-            .saturating_duration_since(StdInstant::now());
+        let left = attempt.budget_end.saturating_duration_since(Instant::now());
         if left.is_zero() {
             break;
         }
@@ -405,9 +403,14 @@ async fn connect_backend(
                 debug!(pool = %pool.name, backend = %addr, status = %refusal.status, "backend refused the upgrade");
                 return Err(Failed::Refused(refusal));
             }
+            // Not the backend's fault: it stays up, this client gets 503.
+            Err(e) if e.is_local_shortage() => {
+                warn!(pool = %pool.name, error = %e, "no local resources to reach a backend: answering 503, backend stays up");
+                return Err(Failed::Reject(Reject::LocalShortage));
+            }
             Err(e) if e.is_unreachable() => {
                 warn!(pool = %pool.name, error = %e, "backend unreachable: marked down, trying the next");
-                balancer.mark_failed(idx, StdInstant::now());
+                balancer.mark_failed(idx, Instant::now());
                 last_failure = Some(e.kind);
             }
             Err(e) => {
@@ -438,7 +441,7 @@ struct Attempt<'a> {
     /// The route's `connect_timeout`, per attempt.
     connect_timeout: std::time::Duration,
     /// When the last attempt must have ended.
-    budget_end: StdInstant,
+    budget_end: Instant,
 }
 
 /// Everything the relay task takes over from the handshake.
@@ -462,9 +465,9 @@ struct Handover {
 /// access-log line.
 async fn relay_connection<IO>(on_upgrade: hyper::upgrade::OnUpgrade, h: Handover)
 where
-    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    IO: AsyncRead + AsyncWrite + relay::Socket + Unpin + Send + 'static,
 {
-    let relay_started = StdInstant::now();
+    let relay_started = Instant::now();
     let client = match on_upgrade.await {
         Ok(upgraded) => upgraded,
         Err(e) => {

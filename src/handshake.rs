@@ -86,6 +86,10 @@ pub enum Reject {
     /// (the names are the configuration's, not backend addresses).
     #[error("no backend available: {} does not resolve yet", .0.join(", "))]
     Unresolved(Vec<String>),
+    /// The proxy itself ran short (file descriptors, buffers, local
+    /// ports) while connecting to a backend; the backend is not at fault.
+    #[error("proxy out of local resources; try again shortly")]
+    LocalShortage,
     /// Backends were tried and every attempt failed. The reason names no
     /// address: backends are internal, and the log names them.
     #[error("backend unreachable: {0}")]
@@ -117,7 +121,9 @@ impl Reject {
             Reject::NotGet => StatusCode::METHOD_NOT_ALLOWED,
             Reject::NotWebSocket | Reject::BadVersion => StatusCode::UPGRADE_REQUIRED,
             Reject::OriginNotAllowed => StatusCode::FORBIDDEN,
-            Reject::NoBackend | Reject::Unresolved(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Reject::NoBackend | Reject::Unresolved(_) | Reject::LocalShortage => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Reject::BackendsFailed(_) | Reject::BadBackendAnswer(_) => StatusCode::BAD_GATEWAY,
         }
     }

@@ -3,6 +3,7 @@
 //! (a failed connect during a handshake) happen in the balancer; a backend
 //! marked down there comes back only through a passing check here.
 
+use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,18 +18,45 @@ use crate::close::CloseCode;
 use crate::config::{HealthCheck, HealthCheckKind};
 use crate::frame::{close_frame, MAX_CONTROL_FRAME_LEN};
 use crate::snapshot::Snapshot;
-use crate::upstream::{self, Dial, Offer};
+use crate::upstream::{self, Dial, Offer, UpstreamError};
+
+/// Why a health check failed.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ProbeError {
+    /// The TCP connect failed.
+    #[error("connect failed: {0}")]
+    Connect(io::Error),
+    /// No connection within the check's `timeout`.
+    #[error("no connection within {0:?}")]
+    Timeout(Duration),
+    /// The WebSocket upgrade failed.
+    #[error("{0}")]
+    Upgrade(UpstreamError),
+}
+
+impl ProbeError {
+    /// Whether the proxy, not the backend, ran short (see
+    /// [`upstream::is_local_shortage`]): such a check says nothing about
+    /// the backend.
+    fn is_local_shortage(&self) -> bool {
+        match self {
+            ProbeError::Connect(e) => upstream::is_local_shortage(e),
+            ProbeError::Upgrade(e) => e.is_local_shortage(),
+            ProbeError::Timeout(_) => false,
+        }
+    }
+}
 
 /// The running checks of one snapshot; dropping this stops them.
 #[derive(Debug, Default)]
-pub struct HealthChecks {
+pub(crate) struct HealthChecks {
     tasks: Vec<AbortHandle>,
 }
 
 impl HealthChecks {
     /// Starts a check task for every backend of every pool that has a
     /// `health_check`.
-    pub fn start(snapshot: &Snapshot) -> HealthChecks {
+    pub(crate) fn start(snapshot: &Snapshot) -> HealthChecks {
         let mut tasks = Vec::new();
         for (pool, balancer) in snapshot.config.pools.iter().zip(&snapshot.balancers) {
             let Some(check) = &pool.health_check else {
@@ -62,6 +90,11 @@ async fn run(pool: String, state: Arc<BackendState>, dial: Dial, check: HealthCh
         let result = probe(&dial, &check.kind, check.timeout).await;
         match &result {
             Ok(()) => state.mark_up(),
+            Err(e) if e.is_local_shortage() => {
+                // The backend keeps its mark; the next check decides.
+                warn!(%pool, backend = %state.addr(), error = %e, "health check skipped: the proxy is out of local resources");
+                continue;
+            }
             Err(_) => state.mark_down(),
         }
         let up = result.is_ok();
@@ -79,14 +112,14 @@ async fn run(pool: String, state: Arc<BackendState>, dial: Dial, check: HealthCh
 
 /// One check; the error says why it failed. A `websocket` check of a TLS
 /// pool goes over TLS, so a certificate problem fails it.
-async fn probe(dial: &Dial, kind: &HealthCheckKind, timeout: Duration) -> Result<(), String> {
+async fn probe(dial: &Dial, kind: &HealthCheckKind, timeout: Duration) -> Result<(), ProbeError> {
     let addr = dial.addr;
     match kind {
         HealthCheckKind::Tcp => {
             match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(addr)).await {
                 Ok(Ok(_)) => Ok(()),
-                Ok(Err(e)) => Err(format!("connect failed: {e}")),
-                Err(_) => Err(format!("no connection within {timeout:?}")),
+                Ok(Err(e)) => Err(ProbeError::Connect(e)),
+                Err(_) => Err(ProbeError::Timeout(timeout)),
             }
         }
         HealthCheckKind::WebSocket { path } => {
@@ -98,7 +131,7 @@ async fn probe(dial: &Dial, kind: &HealthCheckKind, timeout: Duration) -> Result
             let mut up =
                 upstream::upgrade(dial, request.as_bytes(), &key, &Offer::default(), timeout)
                     .await
-                    .map_err(|e| e.to_string())?;
+                    .map_err(ProbeError::Upgrade)?;
             // Leave politely (RFC 6455 section 7.1.2): a masked close, then FIN.
             let mut buf = [0u8; MAX_CONTROL_FRAME_LEN];
             let frame = close_frame(

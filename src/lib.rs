@@ -5,9 +5,15 @@
 //! [`route`] picks a route, [`affinity`] reads its sticky key, [`balance`]
 //! orders the backends, [`upstream`] upgrades one (both sides check the
 //! opening handshake with the leaf [`rfc6455`]), and [`relay`] carries
-//! frames ([`frame`]) until the close ([`close`]). [`config`] and
-//! [`snapshot`] stand at the side: the validated file and the running view
-//! built from it; [`discovery`] resolves backend names into it. [`echo`] is the built-in backend of `wsgate demo`.
+//! frames ([`frame`]) until the close ([`close`]). A connection reads the
+//! running proxy through [`runtime`] only. [`config`] and [`snapshot`]
+//! stand at the side: the validated file and the running view built from
+//! it. The control plane sits above the data path and is never imported by
+//! it: [`server`] applies configurations, [`discovery`] resolves backend
+//! names and SRV records into them, [`reload`] holds the reload
+//! triggers and [`admin`] the admin listener; the binary wires them
+//! together (tests/architecture.rs checks this). [`echo`] is the built-in
+//! backend of `wsgate demo`.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -39,6 +45,8 @@ pub mod config;
 
 pub mod snapshot;
 
+pub mod runtime;
+
 pub mod reload;
 
 pub mod discovery;
@@ -51,4 +59,4 @@ pub mod metrics;
 
 pub mod echo;
 
-pub mod health;
+mod health;

@@ -8,8 +8,8 @@ use clap::{Parser, Subcommand, ValueEnum};
 use tracing::{error, info, warn};
 
 use wsgate::config::{self, Config};
-use wsgate::reload;
 use wsgate::server::Server;
+use wsgate::{admin, reload};
 
 /// A reverse proxy and load balancer for WebSocket traffic.
 #[derive(Debug, Parser)]
@@ -176,6 +176,9 @@ fn run(config: Config, path: Option<PathBuf>, workers: Option<usize>, with_echo:
                 return ExitCode::FAILURE;
             }
         };
+        // The control plane around the proxy: the admin listener and the
+        // reload triggers.
+        admin::spawn(&server);
         tokio::spawn(reload::on_sighup(hangups, server.shared().clone()));
         if watch {
             reload::watch_file(server.shared().clone());

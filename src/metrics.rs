@@ -20,8 +20,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
-use crate::close::CloseInfo;
-use crate::relay::Counts;
+use crate::close::{CloseInfo, Counts};
 use crate::snapshot::Snapshot;
 
 /// Labels of a relayed connection.
@@ -44,7 +43,7 @@ struct TrafficLabels {
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct CloseLabels {
-    code: u16,
+    code: &'static str,
     initiator: &'static str,
     pool: String,
     backend: String,
@@ -216,7 +215,7 @@ impl Metrics {
         self.backend_up.clear();
         self.backend_active.clear();
         for (pool, balancer) in snapshot.config.pools.iter().zip(&snapshot.balancers) {
-            let now = std::time::Instant::now();
+            let now = tokio::time::Instant::now();
             let named = (0..balancer.len()).filter_map(|i| {
                 let name = pool.backends.get(i)?.name.as_deref().unwrap_or("");
                 Some((balancer.backend(i)?.clone(), name.to_string()))
@@ -339,7 +338,7 @@ impl Meter {
         m.connection_seconds.observe(lifetime.as_secs_f64());
         m.connections_active.get_or_create(&self.labels).dec();
         let labels = CloseLabels {
-            code: close.code.0,
+            code: close.code.label(),
             initiator: close.initiator.as_str(),
             pool: self.labels.pool.clone(),
             backend: self.labels.backend.clone(),

@@ -1,79 +1,35 @@
-//! Hot reload: the one path that a file change, SIGHUP and `POST /reload`
-//! all take. Load, validate exactly as `wsgate check` does, build the new
-//! snapshot and swap it in; an invalid file is refused whole and the
-//! running configuration stays.
+//! The reload triggers: SIGHUP and a watch on the configuration file and
+//! the files it names. Each calls [`Shared::reload`], the path that
+//! `POST /reload` takes too: load, validate exactly as `wsgate check`
+//! does, build the new snapshot and swap it in; an invalid file is refused
+//! whole and the running configuration stays.
 
 use std::collections::hash_map::DefaultHasher;
+use std::collections::HashSet;
+use std::ffi::OsString;
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use notify::{RecursiveMode, Watcher};
-use tracing::{error, info, warn};
+use tokio::time::Instant;
+use tracing::{info, warn};
 
-use crate::config::{self, Config, ConfigError};
-use crate::server::{BindError, Shared};
+use crate::config::Config;
+use crate::server::Shared;
 
-/// How long the file must stay quiet before a change is acted on: editors
-/// and ConfigMap updates touch several files in a burst.
+/// How long the watched files must stay quiet before a change is acted
+/// on: editors and ConfigMap updates touch several files in a burst.
 const SETTLE: Duration = Duration::from_millis(150);
 
-/// Why a reload was refused; the running configuration stays.
-#[derive(Debug, thiserror::Error)]
-pub enum ReloadError {
-    /// The proxy runs the built-in demo configuration: there is no file.
-    #[error("no configuration file to reload (the demo runs its built-in configuration)")]
-    NoFile,
-    /// The file could not be read or is invalid.
-    #[error("{0}")]
-    Invalid(ConfigError),
-    /// A new or moved listener could not be bound.
-    #[error("{0}")]
-    Bind(BindError),
-}
+/// The longest a change waits for the burst to settle: files that keep
+/// changing must not postpone a reload for ever.
+const SETTLE_MAX: Duration = Duration::from_millis(500);
 
-impl ReloadError {
-    /// One line per problem, for the log and `POST /reload`.
-    pub fn messages(&self) -> Vec<String> {
-        match self {
-            ReloadError::Invalid(e) => e.messages(),
-            other => vec![other.to_string()],
-        }
-    }
-}
-
-/// Loads the configuration file and makes it the running configuration.
-/// Reloads run one at a time; each is counted and logged with its version
-/// or its errors.
-pub async fn reload(shared: &Arc<Shared>) -> Result<u64, ReloadError> {
-    let _one_at_a_time = shared.reload_lock.lock().await;
-    let result = apply_file(shared).await;
-    match &result {
-        Ok(version) => {
-            if let Some(m) = &shared.metrics {
-                m.reload(true);
-            }
-            info!(version, "configuration reloaded");
-        }
-        Err(e) => {
-            if let Some(m) = &shared.metrics {
-                m.reload(false);
-            }
-            error!(errors = ?e.messages(), "configuration reload refused; the running configuration stays");
-        }
-    }
-    result
-}
-
-async fn apply_file(shared: &Arc<Shared>) -> Result<u64, ReloadError> {
-    let path = shared.config_path.as_deref().ok_or(ReloadError::NoFile)?;
-    let config = config::load(path).map_err(ReloadError::Invalid)?;
-    // New names resolve before the swap; known ones keep their last set.
-    let metrics = shared.metrics.as_deref();
-    shared.discovery.resolve(&config, true, metrics).await;
-    shared.apply(config).await.map_err(ReloadError::Bind)
-}
+/// The name Kubernetes gives the symlink it swaps to update a ConfigMap
+/// volume; the files seen through it change without an event of their own.
+const CONFIGMAP_LINK: &str = "..data";
 
 /// SIGHUP, listened for from the moment it is installed.
 pub struct Hangups(Option<tokio::signal::unix::Signal>);
@@ -100,7 +56,7 @@ pub async fn on_sighup(hangups: Hangups, shared: Arc<Shared>) {
     };
     while hangups.recv().await.is_some() {
         info!("SIGHUP: reloading");
-        let _ = reload(&shared).await;
+        let _ = shared.reload().await;
     }
 }
 
@@ -111,19 +67,32 @@ pub async fn on_sighup(hangups: Hangups, shared: Arc<Shared>) {
 /// The folder is watched rather than the file: editors save by writing a
 /// temporary file and renaming it over the original, and Kubernetes
 /// ConfigMaps swap a `..data` symlink; both replace the file a watch would
-/// be attached to. A burst of events settles for [`SETTLE`], then the
-/// content is compared with what was last loaded, so touching a file or
-/// saving it unchanged does nothing.
+/// be attached to. Only events naming those files (or the `..data` link)
+/// count, so a log file written beside them changes nothing. A burst
+/// settles for [`SETTLE`], but never longer than [`SETTLE_MAX`] after its
+/// first event; then the content is compared with what was last loaded,
+/// so touching a file or saving it unchanged does nothing.
 pub fn watch_file(shared: Arc<Shared>) -> Option<tokio::task::JoinHandle<()>> {
     let path = shared.config_path.clone()?;
     let folder = path
         .parent()
         .map(Path::to_path_buf)
         .unwrap_or_else(|| PathBuf::from("."));
+    let names = Arc::new(Mutex::new(watched_names(
+        &path,
+        &shared.current.load().config,
+    )));
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let filter = names.clone();
     let mut watcher = match notify::recommended_watcher(
         move |event: notify::Result<notify::Event>| {
-            if event.is_ok() {
+            let Ok(event) = event else { return };
+            let names = filter.lock().expect("not poisoned");
+            let matters = event
+                .paths
+                .iter()
+                .any(|p| p.file_name().is_some_and(|n| names.contains(n)));
+            if matters {
                 let _ = tx.send(());
             }
         },
@@ -144,26 +113,46 @@ pub fn watch_file(shared: Arc<Shared>) -> Option<tokio::task::JoinHandle<()>> {
     info!(file = %path.display(), "watching the configuration file for changes");
     Some(tokio::spawn(async move {
         while rx.recv().await.is_some() {
-            // Let the burst settle.
-            while let Ok(Some(())) = tokio::time::timeout(SETTLE, rx.recv()).await {}
+            let give_up = Instant::now() + SETTLE_MAX;
+            loop {
+                let quiet_until = (Instant::now() + SETTLE).min(give_up);
+                match tokio::time::timeout_at(quiet_until, rx.recv()).await {
+                    Ok(Some(())) if Instant::now() < give_up => {}
+                    Ok(None) => return,
+                    _ => break,
+                }
+            }
             let now = fingerprint(&path, &shared.current.load().config);
             if now == last {
                 continue;
             }
             last = now;
             info!(file = %path.display(), "configuration changed on disk: reloading");
-            if reload(&shared).await.is_ok() {
-                for dir in folders(&folder, &shared.current.load().config) {
+            if shared.reload().await.is_ok() {
+                let config = &shared.current.load().config;
+                *names.lock().expect("not poisoned") = watched_names(&path, config);
+                for dir in folders(&folder, config) {
                     if !watched.contains(&dir)
                         && watcher.watch(&dir, RecursiveMode::NonRecursive).is_ok()
                     {
                         watched.push(dir);
                     }
                 }
-                last = fingerprint(&path, &shared.current.load().config);
+                last = fingerprint(&path, config);
             }
         }
     }))
+}
+
+/// The file names whose events matter: the configuration file, every file
+/// it names, and the ConfigMap link.
+fn watched_names(path: &Path, config: &Config) -> HashSet<OsString> {
+    let mut names: HashSet<OsString> = std::iter::once(path.to_path_buf())
+        .chain(cert_files(config))
+        .filter_map(|p| p.file_name().map(OsString::from))
+        .collect();
+    names.insert(OsString::from(CONFIGMAP_LINK));
+    names
 }
 
 /// The folders holding the configuration file and its certificates.

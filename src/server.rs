@@ -1,30 +1,33 @@
 //! The running proxy: its listeners and their accept loops, the current
 //! snapshot behind one `ArcSwap`, applying a new configuration in place,
-//! and graceful shutdown.
+//! and graceful shutdown. What connections read lives in [`Runtime`];
+//! the admin listener and the reload triggers are wired by the caller
+//! (`main`), which keeps this module below them.
 
 use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
+use std::ops::Deref;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
 use tokio::net::TcpListener;
+use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
 use tracing::{error, info, warn};
 
-use crate::config::Config;
+use crate::config::{self, Config, ConfigError};
 use crate::connection::{self, Accepted};
-use crate::discovery::{self, Discovery};
+use crate::discovery::Discovery;
 use crate::health::HealthChecks;
 use crate::metrics::Metrics;
 use crate::relay::CLOSE_GRACE;
-use crate::reload::ReloadError;
-use crate::shutdown::{Drain, Tracker};
+use crate::runtime::Runtime;
+use crate::shutdown::Drain;
 use crate::snapshot::{ListenerKey, Registry, Snapshot};
-use crate::{admin, reload};
 
 /// A listener that could not be bound.
 #[derive(Debug, thiserror::Error)]
@@ -44,30 +47,62 @@ pub struct Server {
     shared: Arc<Shared>,
 }
 
-/// What every part of the running proxy shares.
+/// Why a reload was refused; the running configuration stays.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    /// The proxy runs the built-in demo configuration: there is no file.
+    #[error("no configuration file to reload (the demo runs its built-in configuration)")]
+    NoFile,
+    /// The file could not be read or is invalid.
+    #[error("{0}")]
+    Invalid(ConfigError),
+    /// A new or moved listener could not be bound.
+    #[error("{0}")]
+    Bind(BindError),
+}
+
+impl ReloadError {
+    /// One line per problem, for the log and `POST /reload`.
+    pub fn messages(&self) -> Vec<String> {
+        match self {
+            ReloadError::Invalid(e) => e.messages(),
+            other => vec![other.to_string()],
+        }
+    }
+}
+
+/// What every part of the control plane shares. It reads as the
+/// [`Runtime`] it holds, which is all that connections are given.
 pub struct Shared {
-    /// The snapshot new connections use.
-    pub current: ArcSwap<Snapshot>,
-    /// Live backend state, outliving snapshots.
-    pub registry: Registry,
-    /// Open connections, from accept to close.
-    pub tracker: Arc<Tracker>,
+    runtime: Arc<Runtime>,
     /// `/readyz` answers 200 while this is true.
-    pub ready: AtomicBool,
+    pub(crate) ready: AtomicBool,
     /// The file reloads read; `None` for the built-in demo configuration.
-    pub config_path: Option<PathBuf>,
+    pub(crate) config_path: Option<PathBuf>,
     /// Where the admin listener is bound, if there is one.
     pub admin_addr: Option<SocketAddr>,
     /// Serialises reloads: one at a time, each against the last.
-    pub reload_lock: tokio::sync::Mutex<()>,
-    /// Counters and histograms; kept only when there is an admin listener
-    /// to expose them.
-    pub metrics: Option<Arc<Metrics>>,
-    /// What backend names resolved to, and the tasks resolving them.
-    pub discovery: Discovery,
+    reload_lock: tokio::sync::Mutex<()>,
+    /// The bound admin socket until the admin listener takes it.
+    admin_socket: Mutex<Option<TcpListener>>,
+    /// Descriptors held back so that the admin listener still accepts
+    /// when the process runs out (see [`FdReserve`]).
+    pub(crate) reserve: FdReserve,
     /// Accept loops by listener key (configured address).
     listeners: Mutex<HashMap<ListenerKey, Bound>>,
     health: Mutex<HealthChecks>,
+    /// What backend names resolved to, and the tasks resolving them.
+    pub(crate) discovery: Arc<Discovery>,
+    /// Told by those tasks when a name's set of addresses changed.
+    names_changed: mpsc::UnboundedSender<()>,
+}
+
+impl Deref for Shared {
+    type Target = Runtime;
+
+    fn deref(&self) -> &Runtime {
+        &self.runtime
+    }
 }
 
 /// A bound listener and its accept loop.
@@ -78,8 +113,10 @@ struct Bound {
 
 impl Server {
     /// Binds every listener (and the admin listener) of `config`, then
-    /// starts serving. Binding comes first, so a port conflict is reported
-    /// at start, not at first use. `config_path` is the file reloads read.
+    /// starts serving the proxy's listeners. Binding comes first, so a port
+    /// conflict is reported at start, not at first use. The admin socket
+    /// waits for [`Server::take_admin_socket`]. `config_path` is the file
+    /// reloads read.
     pub async fn start(
         mut config: Config,
         config_path: Option<PathBuf>,
@@ -95,23 +132,30 @@ impl Server {
         let metrics = admin.is_some().then(|| Arc::new(Metrics::new()));
         // Names resolve before the first snapshot, so that a pool of names
         // has its backends from the first connection on.
-        let discovery = Discovery::default();
+        let discovery = Arc::new(Discovery::default());
         discovery.resolve(&config, false, metrics.as_deref()).await;
         discovery.fill(&mut config);
         let registry = Registry::default();
         let snapshot = Snapshot::new(config, 1, &registry);
-        let shared = Arc::new(Shared {
+        let runtime = Arc::new(Runtime {
             current: ArcSwap::from_pointee(snapshot),
             registry,
             tracker: Arc::default(),
+            metrics,
+        });
+        let (names_changed, changes) = mpsc::unbounded_channel();
+        let shared = Arc::new(Shared {
+            runtime,
             ready: AtomicBool::new(false),
             config_path,
             admin_addr: admin.as_ref().and_then(|a| a.local_addr().ok()),
             reload_lock: tokio::sync::Mutex::new(()),
-            metrics,
-            discovery,
+            reserve: FdReserve::new(),
+            admin_socket: Mutex::new(admin),
             listeners: Mutex::default(),
             health: Mutex::default(),
+            discovery,
+            names_changed,
         });
         // Ready means bound and configured (contract), which is true from
         // here on; nothing can be asked before the listeners serve.
@@ -120,10 +164,8 @@ impl Server {
             shared.spawn_accept(key, socket);
         }
         *shared.health.lock().expect("not poisoned") = HealthChecks::start(&shared.current.load());
-        discovery::start(&shared);
-        if let Some(socket) = admin {
-            tokio::spawn(admin::serve(socket, shared.clone()));
-        }
+        shared.resolve_every_interval();
+        tokio::spawn(follow_names(Arc::downgrade(&shared), changes));
         info!(version = 1, "configuration loaded");
         Ok(Server { shared })
     }
@@ -137,19 +179,24 @@ impl Server {
         listeners.get(&ListenerKey::of(listener)).map(|b| b.local)
     }
 
-    /// Where the admin listener is bound.
-    pub fn admin_addr(&self) -> Option<SocketAddr> {
-        self.shared.admin_addr
-    }
-
     /// What the parts of this proxy share.
     pub fn shared(&self) -> &Arc<Shared> {
         &self.shared
     }
 
-    /// Reloads the configuration file (see [`reload::reload`]).
+    /// The bound admin socket, once: whoever serves the admin listener
+    /// takes it.
+    pub(crate) fn take_admin_socket(&self) -> Option<TcpListener> {
+        self.shared
+            .admin_socket
+            .lock()
+            .expect("not poisoned")
+            .take()
+    }
+
+    /// Reloads the configuration file (see [`Shared::reload`]).
     pub async fn reload(&self) -> Result<u64, ReloadError> {
-        reload::reload(&self.shared).await
+        self.shared.reload().await
     }
 
     /// Serves until `until` completes, then shuts down gracefully.
@@ -189,6 +236,41 @@ impl Server {
 }
 
 impl Shared {
+    /// Loads the configuration file and makes it the running
+    /// configuration: the one path that a file change, SIGHUP and
+    /// `POST /reload` all take. Validation is exactly `wsgate check`'s; an
+    /// invalid file is refused whole and the running configuration stays.
+    /// Reloads run one at a time; each is counted and logged with its
+    /// version or its errors.
+    pub(crate) async fn reload(self: &Arc<Self>) -> Result<u64, ReloadError> {
+        let _one_at_a_time = self.reload_lock.lock().await;
+        let result = self.apply_file().await;
+        match &result {
+            Ok(version) => {
+                if let Some(m) = &self.metrics {
+                    m.reload(true);
+                }
+                info!(version, "configuration reloaded");
+            }
+            Err(e) => {
+                if let Some(m) = &self.metrics {
+                    m.reload(false);
+                }
+                error!(errors = ?e.messages(), "configuration reload refused; the running configuration stays");
+            }
+        }
+        result
+    }
+
+    async fn apply_file(self: &Arc<Self>) -> Result<u64, ReloadError> {
+        let path = self.config_path.as_deref().ok_or(ReloadError::NoFile)?;
+        let config = config::load(path).map_err(ReloadError::Invalid)?;
+        // New names resolve before the swap; known ones keep their last set.
+        let metrics = self.metrics.as_deref();
+        self.discovery.resolve(&config, true, metrics).await;
+        self.apply(config).await.map_err(ReloadError::Bind)
+    }
+
     /// Starts the accept loop of the listener `key` names.
     fn spawn_accept(self: &Arc<Self>, key: ListenerKey, socket: TcpListener) {
         let bind = key.bind();
@@ -209,7 +291,7 @@ impl Shared {
     /// (failing whole if one cannot be bound), swaps the snapshot, stops
     /// listeners it no longer has, restarts health checks and drains
     /// removed backends. Returns the new version.
-    pub async fn apply(self: &Arc<Self>, mut config: Config) -> Result<u64, BindError> {
+    async fn apply(self: &Arc<Self>, mut config: Config) -> Result<u64, BindError> {
         let mut fresh = Vec::new();
         {
             let known: Vec<ListenerKey> = self
@@ -245,14 +327,14 @@ impl Shared {
                 keep
             });
         }
-        discovery::start(self);
+        self.resolve_every_interval();
         Ok(version)
     }
 
     /// Swaps in the snapshot of `config` (backends already filled in),
     /// restarts health checks and drains the backends it no longer has:
     /// what a reload and a change of a resolved name have in common.
-    pub fn install(&self, config: Config, version: u64, loaded_at: SystemTime) -> Arc<Snapshot> {
+    fn install(&self, config: Config, version: u64, loaded_at: SystemTime) -> Arc<Snapshot> {
         let drain = Drain::now(config.drain_timeout);
         let mut snapshot = Snapshot::new(config, version, &self.registry);
         snapshot.loaded_at = loaded_at;
@@ -263,6 +345,36 @@ impl Shared {
             info!(%pool, backend = %addr, drain_timeout = ?drain.timeout, "backend removed: draining");
         }
         snapshot
+    }
+
+    /// (Re)starts the resolution of the running configuration's names.
+    fn resolve_every_interval(&self) {
+        let snapshot = self.current.load();
+        let (metrics, changed) = (self.metrics.clone(), self.names_changed.clone());
+        self.discovery.start(&snapshot.config, metrics, changed);
+    }
+
+    /// Installs the running configuration again with the names' current
+    /// sets: same version, new backends, removed addresses drained. Under
+    /// the reload lock, so that a reload and this never interleave.
+    async fn refresh_names(&self) {
+        let _one_at_a_time = self.reload_lock.lock().await;
+        let current = self.current.load_full();
+        let mut config = current.config.clone();
+        self.discovery.fill(&mut config);
+        self.install(config, current.version, current.loaded_at);
+    }
+}
+
+/// Rebuilds the snapshot whenever a resolution changed a name's set, until
+/// the proxy is gone. A burst of changes is one rebuild.
+async fn follow_names(shared: Weak<Shared>, mut changes: mpsc::UnboundedReceiver<()>) {
+    while changes.recv().await.is_some() {
+        while changes.try_recv().is_ok() {}
+        let Some(shared) = shared.upgrade() else {
+            return;
+        };
+        shared.refresh_names().await;
     }
 }
 
@@ -275,24 +387,188 @@ async fn bind(name: &str, addr: SocketAddr) -> Result<TcpListener, BindError> {
 }
 
 async fn accept_loop(key: ListenerKey, listener: TcpListener, shared: Arc<Shared>) {
+    let mut backoff = AcceptBackoff::new(key.bind());
     loop {
+        // Public listeners leave the last descriptors to the admin
+        // listener: at the limit, clients wait in the backlog instead.
+        if !shared.reserve.refill() {
+            backoff.reserve_short().await;
+            continue;
+        }
         match listener.accept().await {
             Ok((stream, peer)) => {
+                backoff.succeeded();
                 let accepted = Accepted {
                     peer,
                     listener: key.clone(),
                     snapshot: shared.current.load_full(),
                     guard: shared.tracker.enter(),
-                    shared: shared.clone(),
+                    runtime: shared.runtime.clone(),
                 };
                 tokio::spawn(connection::serve(stream, accepted));
             }
-            Err(e) => {
-                // Out of file descriptors and similar: back off briefly rather
-                // than spin on an error that will repeat at once.
-                error!(bind = %key.bind(), error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
+            Err(e) => backoff.failed(&e).await,
+        }
+    }
+}
+
+/// How an accept loop waits after a failed `accept` (out of descriptors,
+/// mostly): the error repeats at once, so retrying at once only spins.
+/// The pause doubles from 10 ms to 1 s while failures continue, and the
+/// error is logged at most once per [`ACCEPT_LOG_EVERY`] with the number
+/// of failures since the last line.
+#[derive(Debug)]
+pub(crate) struct AcceptBackoff {
+    bind: SocketAddr,
+    pause: Duration,
+    failures: u64,
+    last_log: Option<tokio::time::Instant>,
+}
+
+/// The shortest interval between two "accept failed" lines of one listener.
+pub(crate) const ACCEPT_LOG_EVERY: Duration = Duration::from_secs(5);
+const PAUSE_MIN: Duration = Duration::from_millis(10);
+const PAUSE_MAX: Duration = Duration::from_secs(1);
+
+impl AcceptBackoff {
+    /// A backoff for the listener bound to `bind`.
+    pub(crate) fn new(bind: SocketAddr) -> AcceptBackoff {
+        AcceptBackoff {
+            bind,
+            pause: PAUSE_MIN,
+            failures: 0,
+            last_log: None,
+        }
+    }
+
+    /// An accept worked: the next failure pauses briefly again.
+    pub(crate) fn succeeded(&mut self) {
+        self.pause = PAUSE_MIN;
+    }
+
+    /// An accept failed with `e`: logs (rate-limited) and pauses.
+    pub(crate) async fn failed(&mut self, e: &io::Error) {
+        if let Some(failures) = self.due(tokio::time::Instant::now()) {
+            error!(bind = %self.bind, error = %e, failures, "accept failed");
+        }
+        self.pause().await;
+    }
+
+    /// The descriptor reserve is not whole: logs (rate-limited) and pauses
+    /// instead of accepting.
+    pub(crate) async fn reserve_short(&mut self) {
+        if let Some(failures) = self.due(tokio::time::Instant::now()) {
+            warn!(bind = %self.bind, failures, "descriptors nearly exhausted: not accepting until some are free");
+        }
+        self.pause().await;
+    }
+
+    /// Counts a failure at `now`; the count since the last line when a
+    /// line is due.
+    fn due(&mut self, now: tokio::time::Instant) -> Option<u64> {
+        self.failures += 1;
+        let due = self
+            .last_log
+            .is_none_or(|last| now.duration_since(last) >= ACCEPT_LOG_EVERY);
+        if !due {
+            return None;
+        }
+        self.last_log = Some(now);
+        Some(std::mem::take(&mut self.failures))
+    }
+
+    async fn pause(&mut self) {
+        tokio::time::sleep(self.pause).await;
+        self.pause = (self.pause * 2).min(PAUSE_MAX);
+    }
+}
+
+/// A few descriptors (of `/dev/null`) held back for the admin listener.
+///
+/// At the descriptor limit an orchestrator's health probe must still get
+/// an answer, or it restarts the process and cuts every connection. Public
+/// accept loops accept only while the reserve is whole, so they stop just
+/// before the limit; the admin listener, when its accept fails for want of
+/// a descriptor, gives the reserve back and accepts with it. Backend
+/// connects can still take the last descriptors; those fail with 503 and
+/// leave the backend up.
+#[derive(Debug)]
+pub(crate) struct FdReserve {
+    held: Mutex<Vec<std::fs::File>>,
+}
+
+/// Descriptors in the reserve.
+const RESERVE: usize = 4;
+
+impl FdReserve {
+    fn new() -> FdReserve {
+        let reserve = FdReserve {
+            held: Mutex::new(Vec::with_capacity(RESERVE)),
+        };
+        reserve.refill();
+        reserve
+    }
+
+    /// Takes back what was given away, as far as descriptors allow;
+    /// whether the reserve is whole.
+    pub(crate) fn refill(&self) -> bool {
+        let mut held = self.held.lock().expect("not poisoned");
+        while held.len() < RESERVE {
+            match std::fs::File::open("/dev/null") {
+                Ok(f) => held.push(f),
+                Err(_) => return false,
             }
         }
+        true
+    }
+
+    /// Gives every reserved descriptor back to the process; whether there
+    /// were any.
+    pub(crate) fn release(&self) -> bool {
+        let mut held = self.held.lock().expect("not poisoned");
+        let had = !held.is_empty();
+        held.clear();
+        had
+    }
+}
+
+/// Whether an I/O error means the process (or the system) has no
+/// descriptor to spare.
+pub(crate) fn out_of_descriptors(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn failed_accepts_pause_and_log_once_per_interval() {
+        let mut backoff = AcceptBackoff::new("127.0.0.1:1".parse().unwrap());
+        let start = tokio::time::Instant::now();
+        let e = io::Error::from_raw_os_error(libc::EMFILE);
+        for _ in 0..20 {
+            backoff.failed(&e).await;
+        }
+        // 10 ms doubling to 1 s: 10+20+...+640 ms, then 1 s each.
+        let slept = start.elapsed();
+        assert!(slept >= Duration::from_secs(14), "{slept:?}");
+        backoff.succeeded();
+        let before = tokio::time::Instant::now();
+        backoff.failed(&e).await;
+        assert_eq!(before.elapsed(), PAUSE_MIN);
+    }
+
+    #[test]
+    fn the_failure_log_is_rate_limited_and_counts_what_it_skipped() {
+        let mut backoff = AcceptBackoff::new("127.0.0.1:1".parse().unwrap());
+        let t0 = tokio::time::Instant::now();
+        assert_eq!(backoff.due(t0), Some(1));
+        let lines = (1..100u32)
+            .filter_map(|i| backoff.due(t0 + Duration::from_millis(50) * i))
+            .collect::<Vec<_>>();
+        // 99 failures over 4.95 s: none logged.
+        assert!(lines.is_empty(), "{lines:?}");
+        assert_eq!(backoff.due(t0 + ACCEPT_LOG_EVERY), Some(100));
     }
 }

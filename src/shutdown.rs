@@ -20,14 +20,14 @@ use tokio::time::Instant;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Drain {
     /// When the drain began.
-    pub start: Instant,
+    pub(crate) start: Instant,
     /// The configuration's `drain_timeout` at that moment.
-    pub timeout: Duration,
+    pub(crate) timeout: Duration,
 }
 
 impl Drain {
     /// A drain starting now.
-    pub fn now(timeout: Duration) -> Drain {
+    pub(crate) fn now(timeout: Duration) -> Drain {
         Drain {
             start: Instant::now(),
             timeout,
@@ -36,7 +36,7 @@ impl Drain {
 
     /// The moment a connection drawing `seed` closes: spread evenly over the
     /// last quarter of the drain.
-    pub fn close_time(&self, seed: u64) -> Instant {
+    pub(crate) fn close_time(&self, seed: u64) -> Instant {
         let quarter = self.timeout / 4;
         let share = (seed >> 11) as f64 / (1u64 << 53) as f64;
         self.start + (self.timeout - quarter) + quarter.mul_f64(share)
@@ -49,7 +49,7 @@ pub type DrainSignal = watch::Receiver<Option<Drain>>;
 /// Resolves, once `signal` announces a drain, to the moment this
 /// connection must close. Boxed because the relay keeps it for the whole
 /// connection and polls it beside its sockets.
-pub fn close_time(mut signal: DrainSignal) -> Pin<Box<dyn Future<Output = Instant> + Send>> {
+pub(crate) fn close_time(mut signal: DrainSignal) -> Pin<Box<dyn Future<Output = Instant> + Send>> {
     let seed = next_seed();
     Box::pin(async move {
         // Copied out at once: the guard must not live across an await.
@@ -81,7 +81,7 @@ pub struct Tracker {
 
 impl Tracker {
     /// Counts one more connection until the guard is dropped.
-    pub fn enter(self: &Arc<Self>) -> Guard {
+    pub(crate) fn enter(self: &Arc<Self>) -> Guard {
         self.open.fetch_add(1, Ordering::Relaxed);
         Guard(self.clone())
     }
@@ -92,7 +92,7 @@ impl Tracker {
     }
 
     /// Returns once no connection is open.
-    pub async fn wait_idle(&self) {
+    pub(crate) async fn wait_idle(&self) {
         loop {
             let notified = self.idle.notified();
             if self.open() == 0 {

@@ -7,12 +7,10 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
-use tokio::sync::watch;
-
 use crate::balance::{BackendState, PoolBalancer};
 use crate::config::{self, Config};
 use crate::route::RouteTable;
-use crate::shutdown::{Drain, DrainSignal};
+use crate::shutdown::Drain;
 
 /// Everything a new connection needs to be routed, built once per
 /// configuration load.
@@ -39,7 +37,7 @@ pub struct Snapshot {
 impl Snapshot {
     /// Builds the runtime view of `config`. Validation has already checked
     /// every reference, so nothing here can fail.
-    pub fn new(config: Config, version: u64, registry: &Registry) -> Snapshot {
+    pub(crate) fn new(config: Config, version: u64, registry: &Registry) -> Snapshot {
         let routes = RouteTable::new(&config.routes);
         let route_pool = config.routes.iter().map(|r| r.pool_index).collect();
         let tls = config
@@ -64,7 +62,7 @@ impl Snapshot {
     }
 
     /// The listener `key` names, with its index.
-    pub fn listener(&self, key: &ListenerKey) -> Option<(usize, &config::Listener)> {
+    pub(crate) fn listener(&self, key: &ListenerKey) -> Option<(usize, &config::Listener)> {
         self.config
             .listeners
             .iter()
@@ -84,7 +82,7 @@ pub struct ListenerKey {
 
 impl ListenerKey {
     /// The key of a configured listener.
-    pub fn of(listener: &config::Listener) -> ListenerKey {
+    pub(crate) fn of(listener: &config::Listener) -> ListenerKey {
         ListenerKey {
             bind: listener.bind,
             ephemeral_name: (listener.bind.port() == 0).then(|| listener.name.clone()),
@@ -92,7 +90,7 @@ impl ListenerKey {
     }
 
     /// The configured address.
-    pub fn bind(&self) -> SocketAddr {
+    pub(crate) fn bind(&self) -> SocketAddr {
         self.bind
     }
 }
@@ -104,29 +102,14 @@ impl ListenerKey {
 /// connection ends.
 #[derive(Debug, Default)]
 pub struct Registry {
-    entries: Mutex<HashMap<(String, SocketAddr), Entry>>,
+    entries: Mutex<HashMap<(String, SocketAddr), Arc<BackendState>>>,
     /// Set by graceful shutdown: every backend drains, including any a
     /// reload adds while the shutdown runs.
     shutdown: Mutex<Option<Drain>>,
 }
 
-#[derive(Debug)]
-struct Entry {
-    state: Arc<BackendState>,
-    drain: watch::Sender<Option<Drain>>,
-}
-
-impl Entry {
-    fn new(addr: SocketAddr, shutdown: Option<Drain>) -> Entry {
-        Entry {
-            state: Arc::new(BackendState::new(addr)),
-            drain: watch::Sender::new(shutdown),
-        }
-    }
-}
-
 impl Registry {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(String, SocketAddr), Entry>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(String, SocketAddr), Arc<BackendState>>> {
         self.entries
             .lock()
             .expect("registry lock is never poisoned")
@@ -135,84 +118,72 @@ impl Registry {
     /// The states of `pool`'s backends, in its order; new backends get a
     /// fresh state, and a draining one that came back stops draining for
     /// new connections.
-    pub fn states_for(&self, pool: &config::Pool) -> Vec<Arc<BackendState>> {
+    pub(crate) fn states_for(&self, pool: &config::Pool) -> Vec<Arc<BackendState>> {
         let shutdown = *self.shutdown.lock().expect("not poisoned");
         let mut entries = self.lock();
         pool.backends
             .iter()
             .map(|b| {
                 let key = (pool.name.clone(), b.addr);
-                let entry = entries
-                    .entry(key)
-                    .or_insert_with(|| Entry::new(b.addr, shutdown));
-                if entry.state.is_draining() && shutdown.is_none() {
-                    entry.state.set_draining(false);
-                    entry.drain = watch::Sender::new(None);
+                let state = entries.entry(key).or_insert_with(|| {
+                    let state = Arc::new(BackendState::new(b.addr));
+                    if let Some(drain) = shutdown {
+                        state.announce_drain(drain);
+                    }
+                    state
+                });
+                if state.is_draining() && shutdown.is_none() {
+                    state.set_draining(false);
+                    state.withdraw_drain();
                 }
-                entry.state.clone()
+                state.clone()
             })
             .collect()
     }
 
     /// The live state of `addr` in pool `pool`, if a snapshot ever had it.
     pub fn get(&self, pool: &str, addr: SocketAddr) -> Option<Arc<BackendState>> {
-        self.lock()
-            .get(&(pool.to_string(), addr))
-            .map(|e| e.state.clone())
+        self.lock().get(&(pool.to_string(), addr)).cloned()
     }
 
     /// Graceful shutdown: announces `drain` to the connections of every
     /// backend, now and later.
-    pub fn drain_all(&self, drain: Drain) {
+    pub(crate) fn drain_all(&self, drain: Drain) {
         *self.shutdown.lock().expect("not poisoned") = Some(drain);
-        for entry in self.lock().values() {
-            entry.drain.send_if_modified(|current| {
-                let unset = current.is_none();
-                if unset {
-                    *current = Some(drain);
-                }
-                unset
-            });
-        }
-    }
-
-    /// Announces a drain of backend `addr` of `pool` to its connections.
-    pub fn drain_signal(&self, pool: &str, addr: SocketAddr) -> DrainSignal {
-        match self.lock().get(&(pool.to_string(), addr)) {
-            Some(entry) => entry.drain.subscribe(),
-            None => watch::Sender::new(*self.shutdown.lock().expect("not poisoned")).subscribe(),
+        for state in self.lock().values() {
+            state.announce_drain(drain);
         }
     }
 
     /// Drains every backend `config` no longer has, and forgets drained
     /// backends whose connections have all ended. Returns the backends
     /// that started draining now.
-    pub fn drain_removed(&self, config: &Config, drain: Drain) -> Vec<(String, SocketAddr)> {
+    pub(crate) fn drain_removed(&self, config: &Config, drain: Drain) -> Vec<(String, SocketAddr)> {
         let kept: HashSet<(&str, SocketAddr)> = config
             .pools
             .iter()
             .flat_map(|p| p.backends.iter().map(move |b| (p.name.as_str(), b.addr)))
             .collect();
         let mut entries = self.lock();
-        entries.retain(|_, e| !(e.state.is_draining() && e.state.active() == 0));
+        entries.retain(|_, state| !(state.is_draining() && state.active() == 0));
         let mut started = Vec::new();
-        for ((pool, addr), entry) in entries.iter() {
-            if kept.contains(&(pool.as_str(), *addr)) || entry.state.is_draining() {
+        for ((pool, addr), state) in entries.iter() {
+            if kept.contains(&(pool.as_str(), *addr)) || state.is_draining() {
                 continue;
             }
-            entry.state.set_draining(true);
-            entry.drain.send_replace(Some(drain));
+            state.set_draining(true);
+            state.announce_drain(drain);
             started.push((pool.clone(), *addr));
         }
         started
     }
 
     /// Backends of `pool` that are draining, with their live state.
-    pub fn draining(&self, pool: &str) -> Vec<Arc<BackendState>> {
+    pub(crate) fn draining(&self, pool: &str) -> Vec<Arc<BackendState>> {
         self.lock()
             .iter()
-            .filter(|((p, _), e)| p == pool && e.state.is_draining())
-            .map(|(_, e)| e.state.clone())
+            .filter(|((p, _), state)| p == pool && state.is_draining())
+            .map(|(_, state)| state.clone())
             .collect()
     }
 }

@@ -103,6 +103,31 @@ impl UpstreamFailure {
     }
 }
 
+/// Whether a failed connect is the proxy's own shortage (out of file
+/// descriptors, socket buffers or local ports) rather than the backend's
+/// fault: such a failure must not mark the backend down.
+pub fn is_local_shortage(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::EADDRNOTAVAIL)
+    )
+}
+
+impl UpstreamError {
+    /// See [`UpstreamFailure::is_local_shortage`].
+    pub fn is_local_shortage(&self) -> bool {
+        self.kind.is_local_shortage()
+    }
+}
+
+impl UpstreamFailure {
+    /// Whether this failure is the proxy's own shortage (see
+    /// [`is_local_shortage`]).
+    pub fn is_local_shortage(&self) -> bool {
+        matches!(self, UpstreamFailure::Connect(source) if is_local_shortage(source))
+    }
+}
+
 /// Headers that describe one hop and are not forwarded (RFC 9110 section
 /// 7.6.1); the upgrade pair is written anew. A refusal passed back drops the
 /// first seven (the proxy-authentication pair concerns a client's proxy).

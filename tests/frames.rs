@@ -4,7 +4,8 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 
 use common::*;
 
@@ -154,19 +155,24 @@ async fn backend_protocol_errors_are_1002_and_the_client_gets_1014() {
     }
 }
 
-#[tokio::test]
+// The timer rules below run under paused time: the clock moves only when
+// every task waits, so their timings are exact and a loaded machine cannot
+// stretch them. The rules themselves are unit-tested in
+// src/relay/lifecycle/tests.rs; these check that the relay acts on them.
+
+#[tokio::test(start_paused = true)]
 async fn idle_timeout_closes_both_with_1001() {
-    let started = Instant::now();
     let (_proxy, mut client, mut backend) = raw_pair("idle_timeout = \"400ms\"").await;
+    let started = Instant::now();
     let close = client.recv_close().await.unwrap();
     assert_eq!(close.close_code(), 1001);
     let elapsed = started.elapsed();
-    assert!(elapsed >= Duration::from_millis(400), "{elapsed:?}");
-    assert!(elapsed < Duration::from_millis(4000), "{elapsed:?}");
+    assert!(elapsed >= Duration::from_millis(390), "{elapsed:?}");
+    assert!(elapsed < Duration::from_millis(500), "{elapsed:?}");
     assert_eq!(backend.recv_close().await.unwrap().close_code(), 1001);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn traffic_every_half_timeout_keeps_the_connection_open() {
     let (_proxy, mut client, mut backend) = raw_pair("idle_timeout = \"600ms\"").await;
     // Pacing traffic is the point of this test, so the sleeps are the
@@ -185,7 +191,7 @@ async fn traffic_every_half_timeout_keeps_the_connection_open() {
     assert_eq!(backend.recv().await.unwrap().payload, b"still here");
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn pings_come_at_the_interval_and_their_pongs_stay_with_the_proxy() {
     let defaults = "ping_interval = \"300ms\"\nping_timeout = \"2s\"\nidle_timeout = \"30s\"";
     let (_proxy, mut client, mut backend) = raw_pair(defaults).await;
@@ -195,8 +201,8 @@ async fn pings_come_at_the_interval_and_their_pongs_stay_with_the_proxy() {
         assert_eq!(ping.opcode, 0x9);
         assert!(!ping.masked);
         let elapsed = started.elapsed();
-        assert!(elapsed >= Duration::from_millis(250), "{elapsed:?}");
-        assert!(elapsed < Duration::from_millis(2500), "{elapsed:?}");
+        assert!(elapsed >= Duration::from_millis(290), "{elapsed:?}");
+        assert!(elapsed < Duration::from_millis(400), "{elapsed:?}");
         client.send(true, 0xA, &ping.payload).await;
     }
     client.send(true, 0x1, b"after pongs").await;
@@ -208,7 +214,7 @@ async fn pings_come_at_the_interval_and_their_pongs_stay_with_the_proxy() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_client_that_never_answers_pings_is_closed_with_1001() {
     let defaults = "ping_interval = \"200ms\"\nping_timeout = \"300ms\"";
     let (_proxy, mut client, mut backend) = raw_pair(defaults).await;
@@ -217,8 +223,25 @@ async fn a_client_that_never_answers_pings_is_closed_with_1001() {
     assert_eq!(ping.opcode, 0x9);
     let close = client.recv_close().await.unwrap();
     assert_eq!(close.close_code(), 1001);
-    assert!(started.elapsed() < Duration::from_secs(3));
+    let elapsed = started.elapsed();
+    assert!(elapsed >= Duration::from_millis(490), "{elapsed:?}");
+    assert!(elapsed < Duration::from_millis(600), "{elapsed:?}");
     assert_eq!(backend.recv_close().await.unwrap().close_code(), 1001);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_side_that_never_answers_the_close_is_disconnected_after_five_seconds() {
+    let (_proxy, mut client, mut backend) = raw_pair("").await;
+    client.send_close(1000, "bye").await;
+    assert_eq!(backend.recv_close().await.unwrap().close_code(), 1000);
+    let started = Instant::now();
+    // The backend never answers: both TCP connections end 5 s after the
+    // first close.
+    assert!(client.closed().await);
+    let elapsed = started.elapsed();
+    assert!(elapsed >= Duration::from_millis(4900), "{elapsed:?}");
+    assert!(elapsed < Duration::from_millis(5500), "{elapsed:?}");
+    assert!(backend.closed().await);
 }
 
 #[tokio::test]
@@ -290,4 +313,88 @@ async fn close_handshake_started_by_the_proxy_ends_both_tcp_connections() {
     assert!(client.closed().await);
     assert!(backend.closed().await);
     assert!(started.elapsed() < Duration::from_secs(2));
+}
+
+#[tokio::test]
+async fn client_close_codes_forbidden_on_the_wire_are_1002_to_it_and_1001_to_the_backend() {
+    for code in [0u16, 999, 1004, 1005, 1006, 1015, 1016, 2999, 5000, 65535] {
+        let (_proxy, mut client, mut backend) = raw_pair("").await;
+        client.send_close(code, "odd").await;
+        expect_closes(&mut client, 1002, &mut backend, 1001).await;
+    }
+}
+
+#[tokio::test]
+async fn backend_close_codes_forbidden_on_the_wire_are_1002_to_it_and_1014_to_the_client() {
+    for code in [0u16, 1005, 1006, 2000, 5000] {
+        let (_proxy, mut client, mut backend) = raw_pair("").await;
+        backend.send_close(code, "odd").await;
+        expect_closes(&mut backend, 1002, &mut client, 1014).await;
+    }
+}
+
+#[tokio::test]
+async fn registered_and_private_close_codes_pass_both_ways() {
+    for code in [1000u16, 1003, 1007, 1012, 1013, 1014, 3000, 4999] {
+        let (_proxy, mut client, mut backend) = raw_pair("").await;
+        client.send_close(code, "bye").await;
+        assert_eq!(backend.recv_close().await.unwrap().close_code(), code);
+        backend.send_close(code, "bye").await;
+        assert_eq!(client.recv_close().await.unwrap().close_code(), code);
+    }
+}
+
+/// A client cycling through close codes cannot grow `/metrics`: the
+/// `code` label keeps the RFC's named codes and groups the ranges.
+#[tokio::test]
+async fn close_codes_chosen_by_clients_keep_the_metric_labels_bounded() {
+    let backend = echo_backend().await;
+    let toml = format!(
+        "[admin]\nbind = \"127.0.0.1:0\"\n\n{}",
+        simple_config(&[backend.addr], "")
+    );
+    let proxy = start_proxy(&toml).await;
+    let codes: Vec<u16> = (0..=u16::MAX).step_by(331).chain(1000..=1015).collect();
+    assert!(codes.len() > 200);
+    for batch in codes.chunks(25) {
+        let mut tasks = Vec::new();
+        for &code in batch {
+            let addr = proxy.addr("main");
+            tasks.push(tokio::spawn(async move {
+                let (mut client, answer) =
+                    RawWs::connect(addr, &upgrade_request("/echo", "")).await;
+                assert_eq!(answer.status, 101);
+                client.send_close(code, "").await;
+                client.recv_close().await.expect("a close comes back");
+                assert!(client.closed().await);
+            }));
+        }
+        for task in tasks {
+            within(task).await.unwrap();
+        }
+    }
+    for _ in 0..500 {
+        if proxy.shared.tracker.open() == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(proxy.shared.tracker.open(), 0, "every connection ended");
+    let (status, scrape) = admin(proxy.shared.admin_addr.unwrap(), "GET", "/metrics").await;
+    assert_eq!(status, 200);
+    let series: Vec<&str> = scrape
+        .lines()
+        .filter(|l| l.starts_with("wsgate_closes_total{"))
+        .collect();
+    let total = sample(&scrape, "wsgate_closes_total", &[]);
+    assert_eq!(total, codes.len() as f64, "every close counted");
+    // At most the 16 named codes, 3xxx, 4xxx and other, per initiator.
+    assert!(
+        series.len() <= 19 * 3,
+        "{} series:\n{}",
+        series.len(),
+        series.join("\n")
+    );
+    assert!(series.iter().any(|l| l.contains("code=\"4xxx\"")));
+    assert!(series.iter().any(|l| l.contains("code=\"1002\"")));
 }

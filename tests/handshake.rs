@@ -246,7 +246,7 @@ async fn a_request_that_never_completes_times_out_with_408() {
         "[defaults]\nhandshake_timeout = \"300ms\"\n",
     );
     let proxy = start_proxy(&toml).await;
-    let started = std::time::Instant::now();
+    let started = tokio::time::Instant::now();
     let answer = raw_request(proxy.addr("main"), b"GET /echo HTTP/1.1\r\nHost: x\r\n").await;
     assert_eq!(answer.status, 408);
     assert!(started.elapsed() < std::time::Duration::from_secs(5));

@@ -211,7 +211,7 @@ async fn backend_with_a_certificate_for_another_name_is_skipped_and_marked_down(
     assert!(wrong_seen.upgrades.lock().unwrap().is_empty());
     assert_eq!(right_seen.upgrades.lock().unwrap().len(), 4);
     let state = proxy.shared.registry.get("p", wrong_addr).unwrap();
-    assert!(!state.is_up(std::time::Instant::now()), "marked down");
+    assert!(!state.is_up(tokio::time::Instant::now()), "marked down");
 }
 
 #[tokio::test]

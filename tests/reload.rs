@@ -4,7 +4,8 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 
 use common::*;
 use futures_util::{SinkExt, StreamExt};
@@ -98,6 +99,39 @@ async fn an_atomic_rename_is_seen_by_the_watcher() {
     wsgate::reload::watch_file(proxy.shared.clone()).expect("watching");
     write_atomically(&path, &config(&[("/", "pb")], &[("pb", &[b.addr])], ""));
     wait_version(&proxy, 2).await;
+    let (_ws, name, _) = connect_named(proxy.addr("main"), "/", &[]).await;
+    assert_eq!(name, "b");
+}
+
+#[tokio::test]
+async fn a_busy_folder_does_not_hold_back_a_reload() {
+    let a = NamedBackend::start("a").await;
+    let b = NamedBackend::start("b").await;
+    let dir = TempDir::new("reload-busy");
+    let path = dir.0.join("wsgate.toml");
+    std::fs::write(&path, config(&[("/", "pa")], &[("pa", &[a.addr])], "")).unwrap();
+    let (proxy, _server) = start_proxy_file(&path).await;
+    wsgate::reload::watch_file(proxy.shared.clone()).expect("watching");
+    // A log file beside the configuration, written every 50 ms for as long
+    // as the test runs (bounded: 30 s at most).
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = std::thread::spawn({
+        let stop = stop.clone();
+        let log = dir.0.join("access.log");
+        move || {
+            for i in 0..600 {
+                if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    return;
+                }
+                std::fs::write(&log, format!("line {i}\n")).unwrap();
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    });
+    write_atomically(&path, &config(&[("/", "pb")], &[("pb", &[b.addr])], ""));
+    wait_version(&proxy, 2).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    writer.join().unwrap();
     let (_ws, name, _) = connect_named(proxy.addr("main"), "/", &[]).await;
     assert_eq!(name, "b");
 }

@@ -6,10 +6,10 @@
 //! of every entry it still has, and a failed resolution keeps it too.
 //! [`Discovery::fill`] writes the sets into a configuration's pools; the
 //! snapshot built from that configuration is what connections see. When a
-//! resolution changes a set, [`refresh`] builds the next snapshot from the
-//! running configuration and installs it exactly as a reload does (one
-//! swap; removed addresses drain), under the reload lock so that a reload
-//! and a refresh never interleave.
+//! resolution changes a set, the tasks of [`Discovery::start`] say so, and
+//! the server builds the next snapshot from the running configuration and
+//! installs it exactly as a reload does (one swap; removed addresses
+//! drain), under the reload lock so that a reload and that never interleave.
 //!
 //! This is control plane: the data path reads only the snapshot.
 
@@ -21,6 +21,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
+use tokio::sync::mpsc;
 use tokio::task::{AbortHandle, JoinSet};
 use tracing::{info, warn};
 
@@ -29,7 +30,6 @@ pub use srv::SrvRecord;
 
 use crate::config::{self, Backend, Config, Target};
 use crate::metrics::Metrics;
-use crate::server::Shared;
 
 /// An entry of one pool: what a resolved set belongs to.
 type EntryKey = (String, Target);
@@ -338,58 +338,62 @@ async fn lookup(resolver: &Resolver, target: &Target) -> Result<Vec<Found>, Look
     }
 }
 
-/// Starts one task per pool with name entries, resolving them every
-/// `resolve_interval`, and stops the tasks of the previous configuration.
-pub fn start(shared: &Arc<Shared>) {
-    let snapshot = shared.current.load();
-    let mut tasks = shared.discovery.tasks.lock().expect("not poisoned");
-    for task in tasks.drain(..) {
-        task.abort();
-    }
-    for pool in &snapshot.config.pools {
-        if pool.entries.iter().all(|e| e.target.name().is_none()) {
-            continue;
+impl Discovery {
+    /// Starts one task per pool of `config` with name entries, resolving
+    /// them every `resolve_interval` and telling `changed` when a set
+    /// changed; stops the tasks of the previous configuration.
+    pub fn start(
+        self: &Arc<Self>,
+        config: &Config,
+        metrics: Option<Arc<Metrics>>,
+        changed: mpsc::UnboundedSender<()>,
+    ) {
+        let mut tasks = self.tasks.lock().expect("not poisoned");
+        for task in tasks.drain(..) {
+            task.abort();
         }
-        let task = tokio::spawn(every_interval(
-            shared.clone(),
-            pool.name.clone(),
-            pool.resolve_interval,
-        ));
-        tasks.push(task.abort_handle());
+        for pool in &config.pools {
+            let wanted: Vec<EntryKey> = (pool.entries.iter())
+                .filter(|e| e.target.name().is_some())
+                .map(|e| (pool.name.clone(), e.target.clone()))
+                .collect();
+            if wanted.is_empty() {
+                continue;
+            }
+            let task = tokio::spawn(every_interval(
+                self.clone(),
+                config.resolver.clone(),
+                wanted,
+                pool.resolve_interval,
+                metrics.clone(),
+                changed.clone(),
+            ));
+            tasks.push(task.abort_handle());
+        }
     }
 }
 
-async fn every_interval(shared: Arc<Shared>, pool: String, interval: Duration) {
+async fn every_interval(
+    discovery: Arc<Discovery>,
+    settings: config::Resolver,
+    wanted: Vec<EntryKey>,
+    interval: Duration,
+    metrics: Option<Arc<Metrics>>,
+    changed: mpsc::UnboundedSender<()>,
+) {
     let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticker.tick().await;
-        let snapshot = shared.current.load_full();
-        let Some(p) = snapshot.config.pools.iter().find(|p| p.name == pool) else {
+        let metrics = metrics.as_deref();
+        if discovery
+            .resolve_entries(&settings, wanted.clone(), metrics)
+            .await
+            && changed.send(()).is_err()
+        {
             return;
-        };
-        let wanted = (p.entries.iter())
-            .filter(|e| e.target.name().is_some())
-            .map(|e| (pool.clone(), e.target.clone()))
-            .collect();
-        let metrics = shared.metrics.as_deref();
-        let changed = (shared.discovery)
-            .resolve_entries(&snapshot.config.resolver, wanted, metrics)
-            .await;
-        if changed {
-            refresh(&shared).await;
         }
     }
-}
-
-/// Installs the running configuration again with the current resolved
-/// sets: same version, new backends, removed addresses drained.
-pub async fn refresh(shared: &Arc<Shared>) {
-    let _one_at_a_time = shared.reload_lock.lock().await;
-    let current = shared.current.load_full();
-    let mut config = current.config.clone();
-    shared.discovery.fill(&mut config);
-    shared.install(config, current.version, current.loaded_at);
 }
 
 /// `wsgate check`: the names of `config` that do not resolve from here,

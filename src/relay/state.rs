@@ -7,7 +7,8 @@
 //! and otherwise lets payload stream through untouched. Only three things
 //! are ever copied or unmasked, each at most [`MAX_HEADER_LEN`] bytes: a
 //! header split across reads, a pong that may be the answer to the proxy's
-//! own ping, and the first two bytes of a close payload (the status code).
+//! own ping, and a close frame's header with its status code, held until
+//! the code is known to be allowed on the wire (RFC 6455 section 7.4).
 //! No allocation, no I/O, no clock.
 //!
 //! A relay loop, with a `Vec` standing in for the other side's socket:
@@ -68,8 +69,8 @@ pub enum Direction {
 }
 
 impl Direction {
-    /// The metric label value (contract: `client_to_backend` or
-    /// `backend_to_client`).
+    /// Its name, spelt as the contract's `direction` metric label
+    /// (`client_to_backend` or `backend_to_client`).
     pub fn as_str(self) -> &'static str {
         match self {
             Direction::ClientToBackend => "client_to_backend",
@@ -83,6 +84,14 @@ impl Direction {
         match self {
             Direction::ClientToBackend => Initiator::Client,
             Direction::BackendToClient => Initiator::Backend,
+        }
+    }
+
+    /// The side these frames are written to.
+    pub fn receiver(self) -> Initiator {
+        match self {
+            Direction::ClientToBackend => Initiator::Backend,
+            Direction::BackendToClient => Initiator::Client,
         }
     }
 }
@@ -120,6 +129,9 @@ pub enum Violation {
     /// A close frame with a 1-byte payload: a code takes two (RFC 6455
     /// section 5.5.1).
     CloseOneByte,
+    /// A close frame with a code RFC 6455 section 7.4 does not allow on
+    /// the wire ([`CloseCode::is_allowed_on_wire`]).
+    CloseCodeNotAllowed,
     /// A continuation frame while no message is open (RFC 6455 section 5.4).
     ContinuationWithoutStart,
     /// A text or binary frame while a fragmented message is still open
@@ -150,6 +162,7 @@ impl Violation {
             | Violation::FragmentedControl
             | Violation::ControlTooLong
             | Violation::CloseOneByte
+            | Violation::CloseCodeNotAllowed
             | Violation::ContinuationWithoutStart
             | Violation::MessageNotFinished
             | Violation::ReservedBits
@@ -171,6 +184,7 @@ impl Violation {
             Violation::FragmentedControl => "fragmented control frame",
             Violation::ControlTooLong => "control frame payload over 125 bytes",
             Violation::CloseOneByte => "close frame with a 1-byte payload",
+            Violation::CloseCodeNotAllowed => "close code not allowed on the wire",
             Violation::ContinuationWithoutStart => "continuation frame without a message",
             Violation::MessageNotFinished => "new message before the previous one ended",
             Violation::ReservedBits => "reserved bit set without a negotiated extension",
@@ -238,6 +252,16 @@ impl CloseTap {
     }
 }
 
+/// What a held frame start is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Held {
+    /// A whole pong that may answer the proxy's ping.
+    Pong,
+    /// A close frame's header and status code, checked before the frame
+    /// is passed on; `payload_len` is its whole payload.
+    CloseCode { payload_len: u8 },
+}
+
 #[derive(Debug, Clone, Copy)]
 enum Phase {
     /// Between frames, or a header is partly in `parser`.
@@ -247,8 +271,13 @@ enum Phase {
         remaining: u64,
         close: Option<CloseTap>,
     },
-    /// Collecting a pong in `hold` that may answer the proxy's ping.
-    HoldingPong { total: u8, mask: Option<[u8; 4]> },
+    /// Collecting in `hold` the first `total` bytes of a frame that must be
+    /// seen before any of it is written.
+    Holding {
+        total: u8,
+        mask: Option<[u8; 4]>,
+        what: Held,
+    },
     /// A close frame has passed; later bytes are discarded.
     Closed,
     /// A rule was broken; the stream cannot continue.
@@ -321,7 +350,7 @@ impl DirectionState {
                 self.bytes += input.len() as u64;
                 Step::Consumed(input.len())
             }
-            Phase::HoldingPong { total, mask } => self.fill_pong(input, total, mask),
+            Phase::Holding { total, mask, what } => self.fill_held(input, total, mask, what),
             Phase::Header if !self.parser.is_empty() => self.push_split_header(input),
             Phase::Header | Phase::Payload { .. } => self.forward(input),
         }
@@ -354,7 +383,7 @@ impl DirectionState {
     pub fn at_frame_boundary(&self) -> bool {
         let inside_frame = match self.phase {
             Phase::Payload { .. } => true,
-            Phase::Header | Phase::HoldingPong { .. } | Phase::Closed | Phase::Failed(_) => false,
+            Phase::Header | Phase::Holding { .. } | Phase::Closed | Phase::Failed(_) => false,
         };
         self.pending_from == self.pending_to && !inside_frame
     }
@@ -365,7 +394,7 @@ impl DirectionState {
     pub fn frame_remaining(&self) -> u64 {
         match self.phase {
             Phase::Payload { remaining, .. } => remaining,
-            Phase::Header | Phase::HoldingPong { .. } | Phase::Closed | Phase::Failed(_) => 0,
+            Phase::Header | Phase::Holding { .. } | Phase::Closed | Phase::Failed(_) => 0,
         }
     }
 
@@ -391,7 +420,8 @@ impl DirectionState {
     }
 
     /// Frame headers accepted, control frames and the proxy's pong
-    /// included; a change means the sender is alive (idle and ping timers).
+    /// included. The timers go by [`bytes`](Self::bytes), which also
+    /// move while a long frame's payload streams.
     pub fn frames(&self) -> u64 {
         self.frames
     }
@@ -471,9 +501,36 @@ impl DirectionState {
                                 self.hold[..rest.len()].copy_from_slice(rest);
                                 self.held = rest.len() as u8;
                                 self.bytes += rest.len() as u64;
-                                self.phase = Phase::HoldingPong {
+                                self.phase = Phase::Holding {
                                     total: total as u8,
                                     mask: header.mask,
+                                    what: Held::Pong,
+                                };
+                                return Step::Consumed(rest.len());
+                            }
+                        }
+                    }
+                    if let Some(what) = close_code_hold(&header) {
+                        let total = header.header_len() + 2;
+                        match rest.get(..total) {
+                            Some(start) => {
+                                if let Err(v) = check_close_code(start, header.mask) {
+                                    if pos == 0 {
+                                        return self.fail(v);
+                                    }
+                                    break;
+                                }
+                            }
+                            None if pos > 0 => break,
+                            None => {
+                                self.accept(&header);
+                                self.hold[..rest.len()].copy_from_slice(rest);
+                                self.held = rest.len() as u8;
+                                self.bytes += rest.len() as u64;
+                                self.phase = Phase::Holding {
+                                    total: total as u8,
+                                    mask: header.mask,
+                                    what,
                                 };
                                 return Step::Consumed(rest.len());
                             }
@@ -483,7 +540,7 @@ impl DirectionState {
                     pos += header.header_len();
                     self.start_payload(&header);
                 }
-                Phase::Closed | Phase::HoldingPong { .. } | Phase::Failed(_) => break,
+                Phase::Closed | Phase::Holding { .. } | Phase::Failed(_) => break,
             }
         }
         self.bytes += pos as u64;
@@ -509,9 +566,17 @@ impl DirectionState {
         self.bytes += len as u64;
         if self.is_pong_candidate(&header) {
             self.held = len as u8;
-            self.phase = Phase::HoldingPong {
+            self.phase = Phase::Holding {
                 total: (len + PING_TOKEN_LEN) as u8,
                 mask: header.mask,
+                what: Held::Pong,
+            };
+        } else if let Some(what) = close_code_hold(&header) {
+            self.held = len as u8;
+            self.phase = Phase::Holding {
+                total: (len + 2) as u8,
+                mask: header.mask,
+                what,
             };
         } else {
             self.pending_to = len as u8;
@@ -520,23 +585,53 @@ impl DirectionState {
         Step::Consumed(consumed)
     }
 
-    /// Adds pong bytes to `hold`; when the pong is whole, drops it if it is
-    /// the proxy's and makes it pending otherwise.
-    fn fill_pong(&mut self, input: &[u8], total: u8, mask: Option<[u8; 4]>) -> Step {
+    /// Adds bytes to `hold`. A whole pong is dropped if it is the proxy's
+    /// and made pending otherwise; a close frame's start is made pending,
+    /// and the rest of its payload streams, if its code is allowed.
+    fn fill_held(&mut self, input: &[u8], total: u8, mask: Option<[u8; 4]>, what: Held) -> Step {
         let at = usize::from(self.held);
         let n = (usize::from(total) - at).min(input.len());
         self.hold[at..at + n].copy_from_slice(&input[..n]);
         self.held += n as u8;
         self.bytes += n as u64;
-        if self.held == total {
-            let frame = &self.hold[..usize::from(total)];
-            if self.is_proxy_pong(frame, mask) {
-                self.drop_proxy_pong();
-            } else {
-                self.pending_to = total;
+        if self.held < total {
+            return Step::Consumed(n);
+        }
+        self.held = 0;
+        let start = &self.hold[..usize::from(total)];
+        match what {
+            Held::Pong => {
+                if self.is_proxy_pong(start, mask) {
+                    self.drop_proxy_pong();
+                } else {
+                    self.pending_to = total;
+                }
+                self.phase = Phase::Header;
             }
-            self.held = 0;
-            self.phase = Phase::Header;
+            Held::CloseCode { payload_len } => {
+                if let Err(v) = check_close_code(start, mask) {
+                    // The frame broke a rule: none of it counts.
+                    self.bytes -= u64::from(total);
+                    self.frames -= 1;
+                    return self.fail(v);
+                }
+                let code = [start[start.len() - 2], start[start.len() - 1]];
+                self.pending_to = total;
+                let tap = CloseTap {
+                    mask,
+                    code,
+                    seen: 2,
+                };
+                match payload_len - 2 {
+                    0 => self.end_frame(Some(tap)),
+                    remaining => {
+                        self.phase = Phase::Payload {
+                            remaining: u64::from(remaining),
+                            close: Some(tap),
+                        }
+                    }
+                }
+            }
         }
         Step::Consumed(n)
     }
@@ -671,6 +766,28 @@ impl DirectionState {
     fn fail(&mut self, v: Violation) -> Step {
         self.phase = Phase::Failed(v);
         Step::Violation(v)
+    }
+}
+
+/// A close frame with a status code must have the code checked before any
+/// of it is written.
+fn close_code_hold(h: &FrameHeader) -> Option<Held> {
+    (h.opcode == Opcode::Close && h.payload_len >= 2).then_some(Held::CloseCode {
+        payload_len: h.payload_len as u8,
+    })
+}
+
+/// Checks the status code in the last two bytes of `start`, a close
+/// frame's header and the first two bytes of its payload.
+fn check_close_code(start: &[u8], mask: Option<[u8; 4]>) -> Result<(), Violation> {
+    let mut code = [start[start.len() - 2], start[start.len() - 1]];
+    if let Some(key) = mask {
+        apply_mask(&mut code, key, 0);
+    }
+    if CloseCode(u16::from_be_bytes(code)).is_allowed_on_wire() {
+        Ok(())
+    } else {
+        Err(Violation::CloseCodeNotAllowed)
     }
 }
 

@@ -154,3 +154,12 @@ impl AsyncWrite for BackendStream {
         }
     }
 }
+
+impl crate::relay::Socket for BackendStream {
+    fn tcp(&self) -> &TcpStream {
+        match self {
+            BackendStream::Plain(s) => s,
+            BackendStream::Tls(s) => s.get_ref().0,
+        }
+    }
+}

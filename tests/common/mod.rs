@@ -87,6 +87,7 @@ pub async fn start_proxy_in(toml: &str, base: &Path) -> Proxy {
     };
     let names: Vec<String> = config.listeners.iter().map(|l| l.name.clone()).collect();
     let server = Server::start(config, None).await.expect("binds");
+    wsgate::admin::spawn(&server);
     let addrs = names
         .iter()
         .map(|n| (n.clone(), server.local_addr(n).unwrap()))
@@ -856,6 +857,7 @@ pub async fn start_proxy_file(path: &Path) -> (Proxy, Server) {
     let server = Server::start(config, Some(path.to_path_buf()))
         .await
         .expect("binds");
+    wsgate::admin::spawn(&server);
     let addrs = names
         .iter()
         .map(|n| (n.clone(), server.local_addr(n).unwrap()))

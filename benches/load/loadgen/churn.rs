@@ -8,7 +8,8 @@
 
 use std::cell::Cell;
 use std::rc::Rc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 
 use serde_json::Map;
 use tokio::task::JoinSet;
@@ -63,9 +64,9 @@ pub(super) async fn run(ctx: Rc<Ctx>) -> Report {
 
     let pids = o.pids.clone();
     let marks = tokio::task::spawn_local(async move {
-        tokio::time::sleep_until(window.0.into()).await;
+        tokio::time::sleep_until(window.0).await;
         let start = CpuMark::now(&pids);
-        tokio::time::sleep_until(window.1.into()).await;
+        tokio::time::sleep_until(window.1).await;
         (start, CpuMark::now(&pids))
     });
     while workers.join_next().await.is_some() {}

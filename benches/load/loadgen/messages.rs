@@ -12,7 +12,8 @@
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::rc::Rc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 
 use serde_json::{json, Map};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -171,7 +172,7 @@ pub(super) async fn run(ctx: Rc<Ctx>, size: usize, pace: Pace) -> Report {
                 }
             }
             tasks.spawn_local(async move {
-                tokio::time::sleep_until(window.1.into()).await;
+                tokio::time::sleep_until(window.1).await;
                 for tx in &senders {
                     let _ = tx.send(Cmd::Finish);
                 }
@@ -182,9 +183,9 @@ pub(super) async fn run(ctx: Rc<Ctx>, size: usize, pace: Pace) -> Report {
 
     let pids = o.pids.clone();
     let marks = tokio::task::spawn_local(async move {
-        tokio::time::sleep_until(window.0.into()).await;
+        tokio::time::sleep_until(window.0).await;
         let start = CpuMark::now(&pids);
-        tokio::time::sleep_until(window.1.into()).await;
+        tokio::time::sleep_until(window.1).await;
         (start, CpuMark::now(&pids))
     });
     while tasks.join_next().await.is_some() {}
@@ -246,7 +247,7 @@ async fn writer(
     let mut seq: u64 = 0;
     let live = &ctx.live;
     loop {
-        let Ok(Some(first)) = timeout_at(plan.deadline.into(), rx.recv()).await else {
+        let Ok(Some(first)) = timeout_at(plan.deadline, rx.recv()).await else {
             break;
         };
         let mut next = Some(first);
@@ -305,7 +306,7 @@ async fn writer(
             }
         }
         dues.clear();
-        let wrote = timeout_at(plan.deadline.into(), async {
+        let wrote = timeout_at(plan.deadline, async {
             w.write_all(&out).await?;
             w.flush().await
         })
@@ -404,7 +405,7 @@ async fn reader(
                 // The server closes TCP after its close frame (RFC 6455
                 // section 7.1.1); wait for that, within the deadline.
                 let mut sink = [0u8; 512];
-                let eof = timeout_at(plan.deadline.into(), async {
+                let eof = timeout_at(plan.deadline, async {
                     while matches!(r.read(&mut sink).await, Ok(n) if n > 0) {}
                 });
                 if eof.await.is_err() {
@@ -413,7 +414,7 @@ async fn reader(
             }
             break;
         }
-        match timeout_at(plan.deadline.into(), r.read(&mut buf[filled..])).await {
+        match timeout_at(plan.deadline, r.read(&mut buf[filled..])).await {
             Ok(Ok(n)) if n > 0 => filled += n,
             Ok(_) => {
                 ErrorCounts::bump(&errors.closed);

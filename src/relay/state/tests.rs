@@ -170,8 +170,11 @@ fn reserved_opcodes_are_protocol_errors() {
 #[test]
 fn control_frames_over_125_bytes_are_protocol_errors() {
     let r = rules(1000, 1000, false);
+    // A close payload starts with an allowed code (1000).
+    let mut payload = [b'x'; 125];
+    payload[..2].copy_from_slice(&1000u16.to_be_bytes());
     for op in [Opcode::Close, Opcode::Ping, Opcode::Pong] {
-        passes(B2C, r, &frame(B2C, true, 0, op, &[b'x'; 125]));
+        passes(B2C, r, &frame(B2C, true, 0, op, &payload));
         let bad = frame(B2C, true, 0, op, &[b'x'; 126]);
         breaks(B2C, r, b"", &bad, Violation::ControlTooLong);
     }
@@ -377,9 +380,12 @@ fn close_code_split_at_every_byte() {
 fn close_is_reported_only_once_it_has_passed() {
     let close = frame(B2C, true, 0, Opcode::Close, b"\x03\xe9");
     let mut s = state(B2C);
-    assert_eq!(s.advance(&close[..3]), Step::Forward(3));
+    // Its header and code are held until the code is checked.
+    assert_eq!(s.advance(&close[..3]), Step::Consumed(3));
     assert_eq!(s.close_code(), None);
-    assert_eq!(s.advance(&close[3..]), Step::Forward(1));
+    assert!(s.pending().is_empty());
+    assert_eq!(s.advance(&close[3..]), Step::Consumed(1));
+    assert_eq!(s.pending(), &close[..]);
     assert_eq!(s.close_code(), Some(CloseCode::GOING_AWAY));
 }
 
@@ -619,6 +625,7 @@ fn violation_codes_and_reasons() {
         (Violation::FragmentedControl, 1002),
         (Violation::ControlTooLong, 1002),
         (Violation::CloseOneByte, 1002),
+        (Violation::CloseCodeNotAllowed, 1002),
         (Violation::ContinuationWithoutStart, 1002),
         (Violation::MessageNotFinished, 1002),
         (Violation::ReservedBits, 1002),
@@ -664,4 +671,64 @@ fn size_limits_do_not_apply_to_control_frames() {
         state.advance(&data),
         Step::Violation(Violation::FrameTooBig)
     );
+}
+
+/// RFC 6455 section 7.4: codes never sent on the wire, unassigned, or
+/// outside every range.
+const FORBIDDEN_CODES: [u16; 12] = [
+    0, 999, 1004, 1005, 1006, 1015, 1016, 2000, 2999, 5000, 9999, 65535,
+];
+
+#[test]
+fn close_codes_forbidden_on_the_wire_are_protocol_errors_both_ways() {
+    let r = rules(1 << 20, 1 << 20, false);
+    for dir in [C2B, B2C] {
+        for code in FORBIDDEN_CODES {
+            let mut payload = code.to_be_bytes().to_vec();
+            payload.extend_from_slice(b"why");
+            let bad = frame(dir, true, 0, Opcode::Close, &payload);
+            breaks(
+                dir,
+                r,
+                &text(dir, b"ok"),
+                &bad,
+                Violation::CloseCodeNotAllowed,
+            );
+            let bare = frame(dir, true, 0, Opcode::Close, &code.to_be_bytes());
+            breaks(dir, r, b"", &bare, Violation::CloseCodeNotAllowed);
+        }
+    }
+}
+
+#[test]
+fn a_forbidden_code_is_not_counted() {
+    let mut s = state(C2B);
+    let bad = frame(C2B, true, 0, Opcode::Close, &1005u16.to_be_bytes());
+    let got = run(&mut s, &[&bad[..3], &bad[3..]]);
+    assert_eq!(got.violation, Some(Violation::CloseCodeNotAllowed));
+    assert_eq!((s.bytes(), s.frames()), (0, 0));
+    assert_eq!(s.close_code(), None);
+}
+
+#[test]
+fn close_codes_allowed_on_the_wire_pass_at_every_split() {
+    let allowed = [
+        1000u16, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014, 3000, 3999,
+        4000, 4999,
+    ];
+    let r = rules(1 << 20, 1 << 20, false);
+    for dir in [C2B, B2C] {
+        for code in allowed {
+            let mut payload = code.to_be_bytes().to_vec();
+            payload.extend_from_slice(b"bye");
+            let close = frame(dir, true, 0, Opcode::Close, &payload);
+            passes(dir, r, &close);
+            for cut in 1..close.len() {
+                let mut s = DirectionState::new(dir, r);
+                let got = run(&mut s, &[&close[..cut], &close[cut..]]);
+                assert_eq!(got.out, close, "{code} cut at {cut}");
+                assert_eq!(s.close_code(), Some(CloseCode(code)));
+            }
+        }
+    }
 }

@@ -1,0 +1,26 @@
+//! What a connection reads of the running proxy: the current snapshot, the
+//! live backend registry, the count of open connections and the metrics.
+//! The control plane (server, reload, admin) writes these; the data path
+//! only reads them, so it never needs to know who runs the proxy.
+
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+
+use crate::metrics::Metrics;
+use crate::shutdown::Tracker;
+use crate::snapshot::{Registry, Snapshot};
+
+/// The running proxy as a connection sees it.
+#[derive(Debug)]
+pub struct Runtime {
+    /// The snapshot new connections use.
+    pub(crate) current: ArcSwap<Snapshot>,
+    /// Live backend state, outliving snapshots.
+    pub registry: Registry,
+    /// Open connections, from accept to close.
+    pub tracker: Arc<Tracker>,
+    /// Counters and histograms; kept only when there is an admin listener
+    /// to expose them.
+    pub(crate) metrics: Option<Arc<Metrics>>,
+}
