@@ -397,3 +397,38 @@ async fn forged_identity_headers_never_reach_the_backend_on_a_plain_listener() {
     assert_eq!(seen.header("x-client-cert-subject"), None);
     assert_eq!(seen.header("x-client-cert-sha256"), None);
 }
+
+#[tokio::test]
+async fn websocket_health_checks_of_a_tls_pool_go_over_tls_and_verify() {
+    let ca = Ca::new("backend-ca");
+    let wrong = ca.issue("wrong", &["other.test"], "wrong");
+    let right = ca.issue("right", &["backend.test"], "right");
+    let (wrong_addr, _) = tls_backend(&wrong, None).await;
+    let (right_addr, right_seen) = tls_backend(&right, None).await;
+    let tls = format!(
+        "{{ ca = \"{}\", server_name = \"backend.test\" }}\nhealth_check = {{ kind = \"websocket\", path = \"/health\", interval = \"100ms\" }}",
+        ca.pem.display()
+    );
+    let proxy = start_proxy(&pool_tls_config(&[wrong_addr, right_addr], &tls)).await;
+    let registry = &proxy.shared.registry;
+    let (wrong_state, right_state) = (
+        registry.get("p", wrong_addr).unwrap(),
+        registry.get("p", right_addr).unwrap(),
+    );
+    for _ in 0..200 {
+        let checked = !right_seen.upgrades.lock().unwrap().is_empty();
+        if checked && !wrong_state.is_up(tokio::time::Instant::now()) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let seen = right_seen.upgrades.lock().unwrap().clone();
+    assert!(seen.iter().any(|(h, _)| h
+        .iter()
+        .any(|(n, v)| n == "user-agent" && v == "wsgate-health-check")));
+    assert!(
+        !wrong_state.is_up(tokio::time::Instant::now()),
+        "failed verification: down"
+    );
+    assert!(right_state.is_up(tokio::time::Instant::now()));
+}

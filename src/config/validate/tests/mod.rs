@@ -192,6 +192,10 @@ fn example_file_commented_examples_parse() {
     );
     assert_eq!(counts, (3, 2, 2));
     assert_eq!(config.listeners[1].tls.as_ref().unwrap().sni.len(), 2);
+    assert_eq!(config.resolver.nameservers.len(), 1);
+    let chat = &config.pools[1];
+    assert_eq!(chat.entries.len(), 5);
+    assert_eq!(chat.backends.len(), 3, "names are not resolved by parsing");
 }
 
 #[test]
