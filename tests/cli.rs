@@ -1,11 +1,11 @@
 //! The real binary: `wsgate check` on good and bad files, `--version`, and
-//! `wsgate demo` answering on ws://127.0.0.1:8080/echo; the same report of
-//! every configuration problem from `POST /reload`.
+//! `wsgate demo`: its configuration on port 0, and the command itself on
+//! ws://127.0.0.1:8080/echo, or naming the address a running demo holds;
+//! the same report of every configuration problem from `POST /reload`.
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 
 use common::*;
 use futures_util::{SinkExt, StreamExt};
@@ -171,55 +171,65 @@ fn version_and_help() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("demo"));
 }
 
-/// Kills the child when the test ends, pass or fail.
-struct Running(Child);
+/// The addresses the built-in example (and so `wsgate demo`) uses.
+const DEMO_ADDRS: [&str; 4] = [
+    "127.0.0.1:8080",
+    "127.0.0.1:9001",
+    "127.0.0.1:9002",
+    "127.0.0.1:9900",
+];
 
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// The README's first command. It uses the example's fixed addresses
-/// (127.0.0.1:8080, 9001, 9002, 9900): the one test that cannot use port 0,
-/// because those addresses are what it checks.
+/// What `wsgate demo` runs, the built-in example with echo backends on its
+/// backend addresses, moved to port 0 so that it runs beside a user's own
+/// demo on the fixed addresses.
 #[tokio::test]
-async fn demo_echoes_on_the_documented_address() {
-    let mut child = Command::new(BIN)
-        .arg("demo")
-        .env("RUST_LOG", "info")
-        .env("NO_COLOR", "1")
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let _running = Running(child);
-    // Ready once the proxy's listener logs that it listens.
-    let ready = tokio::task::spawn_blocking(move || {
-        let mut lines = BufReader::new(stderr).lines();
-        for _ in 0..100 {
-            match lines.next() {
-                Some(Ok(line)) if line.contains("listening") && line.contains("8080") => {
-                    // Keep draining so the child never blocks on a full pipe.
-                    std::thread::spawn(move || for _ in lines {});
-                    return true;
-                }
-                Some(Ok(_)) => {}
-                _ => return false,
-            }
-        }
-        false
-    });
-    assert!(
-        within(ready).await.unwrap(),
-        "demo started listening on 8080"
-    );
-    let addr = "127.0.0.1:8080".parse().unwrap();
-    let mut ws = ws_connect(addr, "/echo").await;
+async fn demo_configuration_echoes_on_echo() {
+    let example = wsgate::config::EXAMPLE;
+    for addr in DEMO_ADDRS {
+        assert!(example.contains(addr), "the example uses {addr}");
+    }
+    let mut toml = example
+        .replace("127.0.0.1:8080", "127.0.0.1:0")
+        .replace("127.0.0.1:9900", "127.0.0.1:0");
+    for fixed in ["127.0.0.1:9001", "127.0.0.1:9002"] {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        toml = toml.replace(fixed, &listener.local_addr().unwrap().to_string());
+        tokio::spawn(wsgate::echo::serve(listener));
+    }
+    let proxy = start_proxy(&toml).await;
+    let mut ws = ws_connect(proxy.addr("public"), "/echo").await;
     ws.send(Message::text("hello demo")).await.unwrap();
     assert_eq!(
         within(ws.next()).await.unwrap().unwrap(),
         Message::text("hello demo")
     );
+}
+
+/// The README's first command, on the documented fixed addresses. When
+/// they are taken (a user's demo is running) it must say which one and exit
+/// 1; otherwise it must echo on ws://127.0.0.1:8080/echo.
+#[tokio::test]
+async fn demo_echoes_on_the_documented_address_or_names_the_busy_one() {
+    let mut bin = Binary::start(&["demo"]);
+    match bin
+        .wait_line_or_exit(&["listening", "local=127.0.0.1:8080"])
+        .await
+    {
+        Some(_) => {
+            let mut ws = ws_connect("127.0.0.1:8080".parse().unwrap(), "/echo").await;
+            ws.send(Message::text("hello demo")).await.unwrap();
+            assert_eq!(
+                within(ws.next()).await.unwrap().unwrap(),
+                Message::text("hello demo")
+            );
+        }
+        None => {
+            let log = bin.lines().join("\n");
+            assert_eq!(bin.exit_code().await, Some(1), "{log}");
+            assert!(
+                log.contains("in use") && DEMO_ADDRS.iter().any(|a| log.contains(a)),
+                "a busy address is named: {log}"
+            );
+        }
+    }
 }

@@ -178,13 +178,19 @@ async fn sighup_reloads_the_running_binary() {
     std::fs::write(&path, config(&[("/", "pa")], &[("pa", &[a.addr])], "")).unwrap();
     let mut bin = Binary::start(&["--config", path.to_str().unwrap()]);
     let admin_addr = bin.wait_addr(&["admin listening"], "addr").await;
+    // Ready by state: serving and watching, in whichever order it got there.
+    admin_until(admin_addr, "GET", "/readyz", CHILD_LIMIT, |code, _| {
+        code == 200
+    })
+    .await;
     bin.wait_line(&["watching the configuration file"]).await;
     bin.signal("HUP");
+    admin_until(admin_addr, "GET", "/status", CHILD_LIMIT, |code, body| {
+        code == 200 && body.contains(r#""version":2"#)
+    })
+    .await;
     bin.wait_line(&["configuration reloaded", "version=2"])
         .await;
-    let (code, body) = admin(admin_addr, "GET", "/status").await;
-    assert_eq!(code, 200);
-    assert!(body.contains(r#""version":2"#), "{body}");
 }
 
 #[tokio::test]
@@ -376,8 +382,10 @@ async fn a_removed_backend_drains_with_closes_spread_over_the_last_quarter() {
         first >= Duration::from_millis(1450),
         "not before the last quarter: {first:?}"
     );
+    // The drain is 2 s; the bound is generous because a loaded machine
+    // delays when a close is read, not when it is sent.
     assert!(
-        last <= Duration::from_millis(2600),
+        last <= Duration::from_secs(5),
         "by the end of the drain: {last:?}"
     );
     assert!(

@@ -43,24 +43,34 @@ async fn sigterm_drains_open_connections_then_exits_zero() {
         503,
         "not ready while draining"
     );
-    assert!(
-        tokio::net::TcpStream::connect(listener).await.is_err(),
-        "new connects are refused"
-    );
+    // The accept loop is aborted, and its socket closes once the abort has
+    // run: bounded, without assuming it ran before the log line.
+    let mut refused = false;
+    for _ in 0..200 {
+        if tokio::net::TcpStream::connect(listener).await.is_err() {
+            refused = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(refused, "new connects are refused");
 
     match within(ws.next()).await {
         Some(Ok(Message::Close(Some(frame)))) => assert_eq!(u16::from(frame.code), 1001),
         other => panic!("expected close 1001, got {other:?}"),
     }
+    // Not before the drain's last quarter (timers never fire early); the
+    // upper bound only tells "within the drain" from "never", because a
+    // loaded machine delays when the close is read, not when it is sent.
     let closed_after = signalled.elapsed();
     assert!(
-        closed_after >= Duration::from_millis(700) && closed_after < Duration::from_millis(1600),
+        closed_after >= Duration::from_millis(700) && closed_after < Duration::from_secs(6),
         "{closed_after:?}"
     );
     // The client answers the close; then nothing is left and the process exits.
     while let Some(Ok(_)) = within(ws.next()).await {}
     assert_eq!(bin.exit_code().await, Some(0));
-    assert!(signalled.elapsed() < Duration::from_secs(6));
+    assert!(signalled.elapsed() < Duration::from_secs(10));
 }
 
 #[tokio::test]
@@ -71,7 +81,8 @@ async fn sigterm_with_nothing_open_exits_at_once() {
     let signalled = Instant::now();
     bin.signal("TERM");
     assert_eq!(bin.exit_code().await, Some(0));
-    assert!(signalled.elapsed() < Duration::from_secs(2));
+    // At once, as opposed to after the 30 s drain.
+    assert!(signalled.elapsed() < Duration::from_secs(10));
 }
 
 #[tokio::test]
@@ -85,5 +96,6 @@ async fn a_second_signal_exits_at_once() {
     let second = Instant::now();
     bin.signal("INT");
     assert_eq!(bin.exit_code().await, Some(1));
-    assert!(second.elapsed() < Duration::from_secs(2));
+    // At once, as opposed to after the 30 s drain.
+    assert!(second.elapsed() < Duration::from_secs(10));
 }

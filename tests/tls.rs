@@ -12,7 +12,8 @@ fn tls_config(backend: std::net::SocketAddr, default: &Issued, second: &Issued) 
     format!(
         r#"
 [defaults]
-handshake_timeout = "500ms"
+# Room for a TLS handshake on a loaded machine; the stalled client waits it out.
+handshake_timeout = "2s"
 
 [[listener]]
 name = "main"
