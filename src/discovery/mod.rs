@@ -424,3 +424,94 @@ pub async fn check_names(config: &Config) -> Vec<String> {
     warnings.sort();
     warnings
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn config() -> Config {
+        let text = r#"
+[[listener]]
+name = "main"
+bind = "127.0.0.1:0"
+
+[[route]]
+pool = "p"
+
+[[pool]]
+name = "p"
+backends = [
+  { addr = "10.0.0.1:9000" },
+  { addr = "chat.internal:9000", weight = 3 },
+  { srv = "_ws._tcp.chat.internal" },
+]
+"#;
+        crate::config::parse(text, Path::new("."), "t").unwrap()
+    }
+
+    fn found(addr: &str, weight: Option<u32>, name: &str) -> Found {
+        Found {
+            addr: addr.parse().unwrap(),
+            weight,
+            name: Arc::from(name),
+        }
+    }
+
+    #[test]
+    fn fill_lists_addresses_then_names_each_address_once() {
+        let discovery = Discovery::default();
+        let mut config = config();
+        discovery.fill(&mut config);
+        let pool = &config.pools[0];
+        assert_eq!(pool.backends.len(), 1);
+        assert_eq!(
+            pool.unresolved,
+            ["chat.internal:9000", "_ws._tcp.chat.internal"]
+        );
+
+        let name = ("p".to_string(), pool.entries[1].target.clone());
+        let srv = ("p".to_string(), pool.entries[2].target.clone());
+        let resolved = vec![
+            found("10.0.0.1:9000", None, "chat.internal"),
+            found("10.0.0.2:9000", None, "chat.internal"),
+        ];
+        assert!(discovery.record(name.clone(), Ok(resolved.clone()), None));
+        assert!(
+            !discovery.record(name.clone(), Ok(resolved), None),
+            "same set"
+        );
+        let targets = vec![found("10.0.0.3:7000", Some(5), "a.chat.internal")];
+        assert!(discovery.record(srv, Ok(targets), None));
+        discovery.fill(&mut config);
+        let pool = &config.pools[0];
+        let backends: Vec<(String, u32, Option<&str>)> = (pool.backends.iter())
+            .map(|b| (b.addr.to_string(), b.weight, b.name.as_deref()))
+            .collect();
+        assert_eq!(
+            backends,
+            [
+                ("10.0.0.1:9000".to_string(), 1, None),
+                ("10.0.0.2:9000".to_string(), 3, Some("chat.internal")),
+                ("10.0.0.3:7000".to_string(), 5, Some("a.chat.internal")),
+            ]
+        );
+        assert!(pool.unresolved.is_empty());
+    }
+
+    #[test]
+    fn a_failure_keeps_the_last_set_and_is_shown_until_a_success() {
+        let discovery = Discovery::default();
+        let config = config();
+        let name = ("p".to_string(), config.pools[0].entries[1].target.clone());
+        let set = vec![found("10.0.0.2:9000", None, "chat.internal")];
+        discovery.record(name.clone(), Ok(set), None);
+        assert!(!discovery.record(name.clone(), Err("timed out".into()), None));
+        let status = discovery.status(&config.pools[0]);
+        assert_eq!(status[0].addresses, ["10.0.0.2:9000".parse().unwrap()]);
+        assert_eq!(status[0].error.as_deref(), Some("timed out"));
+        let set = vec![found("10.0.0.2:9000", None, "chat.internal")];
+        discovery.record(name, Ok(set), None);
+        assert_eq!(discovery.status(&config.pools[0])[0].error, None);
+    }
+}
