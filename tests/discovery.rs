@@ -465,3 +465,38 @@ async fn names_and_addresses_mix_and_duplicates_count_once() {
         [&serde_json::Value::Null, &serde_json::json!("chat.test")]
     );
 }
+
+#[tokio::test]
+async fn a_reload_keeps_the_last_resolved_set_and_live_state_survives() {
+    let dns = Dns::start().await;
+    let (port, _backends) = three_backends().await;
+    dns.set_a("chat.test", &[[127, 0, 0, 2]]);
+    let dir = TempDir::new("discovery-reload");
+    let path = dir.0.join("wsgate.toml");
+    let text = config(&dns, &format!("{{ addr = \"chat.test:{port}\" }}"), "");
+    std::fs::write(&path, &text).unwrap();
+    let (proxy, server) = start_proxy_file(&path).await;
+    let (mut held, name, _) = connect_named(proxy.addr("main"), "/", &[]).await;
+    assert_eq!(name, "b2");
+    let b2: SocketAddr = format!("127.0.0.2:{port}").parse().unwrap();
+    proxy.wait_active("p", b2, 1).await;
+
+    // A new address joins by resolution: the held connection's backend
+    // keeps its live state (its count) in the new snapshot.
+    dns.set_a("chat.test", &[[127, 0, 0, 2], [127, 0, 0, 3]]);
+    wait_status(&proxy, |s| serving(s) == at(port, &[2, 3])).await;
+    assert_eq!(proxy.shared.registry.get("p", b2).unwrap().active(), 1);
+
+    // The DNS server dies, then a reload rebuilds the pools: they keep the
+    // last resolved set instead of starting empty.
+    dns.silence();
+    let version = server.reload().await.expect("the file is valid");
+    assert_eq!(version, 2);
+    assert_eq!(serving(&status(&proxy).await), at(port, &[2, 3]));
+    assert_eq!(proxy.shared.registry.get("p", b2).unwrap().active(), 1);
+    within(held.send(Message::text("after reload")))
+        .await
+        .unwrap();
+    let echo = within(held.next()).await.unwrap().unwrap();
+    assert_eq!(echo, Message::text("after reload"));
+}
