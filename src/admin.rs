@@ -153,6 +153,7 @@ fn status(shared: &Shared) -> serde_json::Value {
                         "up": state.is_up(now),
                         "draining": state.is_draining(),
                         "active": state.active(),
+                        "http_in_flight": state.http_in_flight(),
                     }))
                 })
                 .collect();
@@ -163,6 +164,7 @@ fn status(shared: &Shared) -> serde_json::Value {
                     "up": state.is_up(now),
                     "draining": true,
                     "active": state.active(),
+                    "http_in_flight": state.http_in_flight(),
                 }));
             }
             let balance = match pool.balance {

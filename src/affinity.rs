@@ -74,6 +74,7 @@ mod tests {
         Sticky {
             source,
             name: name.to_string(),
+            issue: true,
         }
     }
 

@@ -129,6 +129,8 @@ pub struct BackendState {
     /// Announces a drain (removal by a reload, or shutdown) to the
     /// backend's open connections; `None` until one starts.
     drain: watch::Sender<Option<Drain>>,
+    /// Proxied HTTP requests in flight (each also holds a lease).
+    http_in_flight: AtomicU32,
 }
 
 impl BackendState {
@@ -142,7 +144,23 @@ impl BackendState {
             down_until: AtomicU64::new(0),
             draining: AtomicBool::new(false),
             drain: watch::Sender::new(None),
+            http_in_flight: AtomicU32::new(0),
         }
+    }
+
+    /// Proxied HTTP requests in flight on this backend.
+    pub fn http_in_flight(&self) -> u32 {
+        self.http_in_flight.load(Ordering::Relaxed)
+    }
+
+    /// A proxied HTTP request started on this backend.
+    pub fn http_started(&self) {
+        self.http_in_flight.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A proxied HTTP request on this backend ended.
+    pub fn http_ended(&self) {
+        self.http_in_flight.fetch_sub(1, Ordering::Relaxed);
     }
 
     /// The address connections go to.
@@ -278,7 +296,8 @@ impl Drop for Lease {
 #[derive(Debug)]
 pub struct PoolBalancer {
     balance: Balance,
-    /// The sticky key is our own cookie token rather than client data.
+    /// The sticky key is our own cookie token rather than client data (an
+    /// application's cookie, `issue = false`, is hashed like a header).
     cookie_key: bool,
     /// `hash_balance_factor` in millionths, so bounds are exact integers.
     factor_millionths: Option<u64>,
@@ -359,7 +378,7 @@ impl PoolBalancer {
             cookie_key: pool
                 .sticky
                 .as_ref()
-                .is_some_and(|s| s.source == StickySource::Cookie),
+                .is_some_and(|s| s.source == StickySource::Cookie && s.issue),
             // Below 1.0 the bounds could exclude every backend; validation
             // demands more than 1.0, the clamp keeps the promise regardless.
             factor_millionths: pool

@@ -12,21 +12,22 @@ use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::{timeout_at, Instant};
 use tracing::{debug, info, warn};
 
 use crate::close::{CloseCode, CloseInfo, Initiator};
-use crate::config::{HostPattern, StickySource};
+use crate::config::{HostPattern, HttpMode, StickySource};
 use crate::handshake::{self, FirstByte, ReadHeadError, Reject, Rewind};
+use crate::http_proxy::framing::{Scanned, Verdict};
 use crate::metrics::{ConnectionLabels, Meter};
 use crate::runtime::Runtime;
 use crate::shutdown::{self, Guard};
 use crate::snapshot::{ListenerKey, Snapshot};
 use crate::upstream::{self, Offer, RefusalBody};
-use crate::{affinity, balance, relay, tls};
+use crate::{affinity, balance, http_proxy, relay, rfc6455, tls};
 
 /// What a connection knows about where it was accepted.
 pub struct Accepted {
@@ -51,6 +52,12 @@ struct Context {
     snapshot: Arc<Snapshot>,
     shared: Arc<Runtime>,
     guard: std::sync::Mutex<Option<Guard>>,
+    /// The listener's `keepalive_timeout`.
+    keepalive: std::time::Duration,
+    /// Which request, if any, carried both framings (request smuggling).
+    framing: Arc<Verdict>,
+    /// Requests seen so far on this connection.
+    requests: std::sync::atomic::AtomicUsize,
     /// The verified client certificate's identity, set after a TLS
     /// handshake that carried one.
     client_cert: std::sync::OnceLock<tls::ClientIdentity>,
@@ -78,6 +85,9 @@ pub async fn serve(stream: TcpStream, accepted: Accepted) {
         snapshot: accepted.snapshot,
         shared: accepted.runtime,
         guard: std::sync::Mutex::new(Some(accepted.guard)),
+        keepalive: listener.keepalive_timeout,
+        framing: Arc::default(),
+        requests: Default::default(),
         client_cert: std::sync::OnceLock::new(),
     });
     // Small frames must not wait for Nagle's algorithm on either side.
@@ -168,19 +178,35 @@ async fn serve_http<IO>(
             return;
         }
     };
-    let io = TokioIo::new(Rewind::new(head.freeze(), io));
+    let keepalive = accepted.keepalive;
+    let tracker = accepted.shared.tracker.clone();
+    let scanned = Scanned::new(Rewind::new(head.freeze(), io), accepted.framing.clone());
+    let io = TokioIo::new(scanned);
     let service = service_fn(move |req| {
         let accepted = accepted.clone();
-        // Answers are the proxy's own (a rejection, the backend's 101) or a
-        // backend's refusal passed on.
-        async move { Ok::<_, Infallible>(upgrade::<IO>(req, accepted, tls).await) }
+        // Answers are the proxy's own (a rejection, the backend's 101), a
+        // backend's refusal passed on, or a proxied HTTP response.
+        async move { Ok::<_, Infallible>(answer::<IO>(req, accepted, tls).await) }
     });
-    let result = http1::Builder::new()
+    let conn = http1::Builder::new()
         .max_headers(handshake::MAX_HEADERS)
         .max_buf_size((limit + 1024).max(8192))
+        // Between requests on a kept-alive connection: how long the next
+        // request head may take to arrive, idle time included.
+        .timer(TokioTimer::new())
+        .header_read_timeout(keepalive)
         .serve_connection(io, service)
-        .with_upgrades()
-        .await;
+        .with_upgrades();
+    let mut conn = std::pin::pin!(conn);
+    let result = tokio::select! {
+        result = conn.as_mut() => result,
+        () = tracker.keepalive_stopped() => {
+            // Shutdown: no further request on this connection; one in
+            // flight is still answered.
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
     if let Err(e) = result {
         debug!(error = %e, "client connection ended during the handshake");
     }
@@ -224,6 +250,70 @@ async fn linger<IO: AsyncRead + AsyncWrite + Unpin>(io: &mut IO) {
 const LINGER: std::time::Duration = std::time::Duration::from_secs(1);
 const LINGER_READS: usize = 64;
 
+/// What a client is answered with: the upgrade path's answers (the proxy's
+/// own or a backend's refusal), or a proxied HTTP exchange's.
+type ClientBody = Either<Either<Full<Bytes>, RefusalBody>, http_proxy::AnswerBody>;
+
+/// Where a request leaves the WebSocket path: on a route with
+/// `http = "proxy"`, a request without `Upgrade: websocket` is proxied as
+/// plain HTTP; every other request goes through the upgrade.
+async fn answer<IO>(
+    mut req: Request<Incoming>,
+    accepted: Arc<Context>,
+    tls: bool,
+) -> Response<ClientBody>
+where
+    IO: AsyncRead + AsyncWrite + relay::Socket + Unpin + Send + 'static,
+{
+    // Never forwarded as the client sent them, on either path: only a
+    // verified certificate sets them.
+    tls::set_client_cert_headers(req.headers_mut(), accepted.client_cert.get());
+    let index = accepted
+        .requests
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    if accepted.framing.is_ambiguous(index) {
+        // RFC 9112 section 6.1: a server may reject such a message, and
+        // must close the connection after it either way.
+        let failure = http_proxy::Failure::AmbiguousFraming;
+        let status = failure.status().as_u16();
+        access_rejected(
+            &accepted,
+            None,
+            Some(req.uri().path()),
+            status,
+            &failure.to_string(),
+        );
+        return failure.response().map(Either::Right);
+    }
+    if let Some(route_index) = plain_http_route(&req, &accepted) {
+        let client = http_proxy::Client {
+            peer: accepted.peer,
+            listener: accepted.listener.clone(),
+            tls,
+            metrics: accepted.shared.metrics.clone(),
+            pools: accepted.shared.http.clone(),
+        };
+        let answer = http_proxy::proxy(req, &client, &accepted.snapshot, route_index).await;
+        return answer.map(Either::Right);
+    }
+    upgrade::<IO>(req, accepted, tls).await.map(Either::Left)
+}
+
+/// The route of a request to proxy as plain HTTP, if it is one.
+fn plain_http_route(req: &Request<Incoming>, accepted: &Context) -> Option<usize> {
+    let snapshot = &accepted.snapshot;
+    let host = req
+        .headers()
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok());
+    let index = snapshot
+        .routes
+        .find(&accepted.listener, host, req.uri().path())?;
+    let proxied = snapshot.config.routes[index].limits.http == HttpMode::Proxy
+        && !rfc6455::has_token(req.headers(), http::header::UPGRADE, "websocket");
+    proxied.then_some(index)
+}
+
 /// The whole upgrade: check the request, route it, upgrade a backend, and
 /// hand both sides to the relay once hyper has sent the 101.
 async fn upgrade<IO>(
@@ -235,9 +325,6 @@ where
     IO: AsyncRead + AsyncWrite + relay::Socket + Unpin + Send + 'static,
 {
     let started = Instant::now();
-    // Never forwarded as the client sent them: only a verified certificate
-    // sets them.
-    tls::set_client_cert_headers(req.headers_mut(), accepted.client_cert.get());
     let snapshot = &accepted.snapshot;
     let host = req
         .headers()
@@ -289,7 +376,7 @@ where
     if let Some(sticky) = pool
         .sticky
         .as_ref()
-        .filter(|s| s.source == StickySource::Cookie)
+        .filter(|s| s.source == StickySource::Cookie && s.issue)
     {
         let balancer = &snapshot.balancers[pool_index];
         let pinned = key
@@ -483,11 +570,11 @@ where
             return;
         }
     };
-    let parts = match client.downcast::<TokioIo<Rewind<IO>>>() {
+    let parts = match client.downcast::<TokioIo<Scanned<Rewind<IO>>>>() {
         Ok(parts) => parts,
         Err(_) => unreachable!("the upgraded IO is the one served"),
     };
-    let (unread, client_io) = parts.io.into_inner().into_parts();
+    let (unread, client_io) = parts.io.into_inner().into_inner().into_parts();
     let client_pre = join(parts.read_buf, unread);
     let end = relay::run(
         client_io,

@@ -1,7 +1,8 @@
 //! A WebSocket echo backend for `wsgate demo`, the tests and the benchmarks:
 //! it answers any path, echoes every data frame as it arrives (without
 //! reassembling messages, so huge messages cost no memory), answers pings,
-//! and returns a close with the client's code.
+//! and returns a close with the client's code. A plain HTTP `GET /` gets
+//! the demo's page, which opens a WebSocket to `/echo` and shows the echoes.
 
 use std::io;
 use std::net::SocketAddr;
@@ -37,15 +38,19 @@ async fn echo(mut stream: TcpStream) -> io::Result<()> {
         .await
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
     let head_len = buf.windows(4).position(|w| w == b"\r\n\r\n").unwrap_or(0) + 4;
-    let key = {
+    let (key, path) = {
         let mut headers = [httparse::EMPTY_HEADER; 64];
         let mut req = httparse::Request::new(&mut headers);
         let _ = req.parse(&buf[..head_len]);
-        req.headers
+        let key = req
+            .headers
             .iter()
             .find(|h| h.name.eq_ignore_ascii_case("sec-websocket-key"))
-            .map(|h| h.value.to_vec())
-            .unwrap_or_default()
+            .map(|h| h.value.to_vec());
+        (key, req.path.unwrap_or("/").to_string())
+    };
+    let Some(key) = key else {
+        return page(&mut stream, &path).await;
     };
     let answer = format!(
         "HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: Upgrade\r\nsec-websocket-accept: {}\r\n\r\n",
@@ -76,6 +81,25 @@ async fn echo(mut stream: TcpStream) -> io::Result<()> {
             return Ok(());
         }
     }
+}
+
+/// The demo's page, served to plain HTTP requests for `/`.
+const PAGE: &str = include_str!("echo/page.html");
+
+/// Answers a request without a WebSocket key: the page for `/`, 404 for
+/// anything else; one answer per connection.
+async fn page(stream: &mut TcpStream, path: &str) -> io::Result<()> {
+    let (status, kind, body) = match path.split('?').next() {
+        Some("/") | Some("/index.html") => ("200 OK", "text/html; charset=utf-8", PAGE),
+        _ => ("404 Not Found", "text/plain; charset=utf-8", "not found\n"),
+    };
+    let head = format!(
+        "HTTP/1.1 {status}\r\ncontent-type: {kind}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await?;
+    stream.write_all(body.as_bytes()).await?;
+    stream.shutdown().await
 }
 
 /// The echo's per-connection frame state: where it is in the current frame.

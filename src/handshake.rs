@@ -54,7 +54,7 @@ pub enum Reject {
     #[error("more than one Host header")]
     DuplicateHost,
     /// No `websocket` token in `Upgrade`.
-    #[error("this route only accepts WebSocket upgrades (Upgrade: websocket)")]
+    #[error("this route only accepts WebSocket upgrades (Upgrade: websocket); set http = \"proxy\" on the route to proxy plain HTTP")]
     NotWebSocket,
     /// An upgrade request with a body (`Transfer-Encoding`, or a non-zero
     /// `Content-Length`): the proxy and the backend would disagree about

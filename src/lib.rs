@@ -5,7 +5,8 @@
 //! [`route`] picks a route, [`affinity`] reads its sticky key, [`balance`]
 //! orders the backends, [`upstream`] upgrades one (both sides check the
 //! opening handshake with the leaf [`rfc6455`]), and [`relay`] carries
-//! frames ([`frame`]) until the close ([`close`]). A connection reads the
+//! frames ([`frame`]) until the close ([`close`]). A plain HTTP request on a
+//! route that allows it leaves that path for [`http_proxy`]. A connection reads the
 //! running proxy through [`runtime`] only. [`config`] and [`snapshot`]
 //! stand at the side: the validated file and the running view built from
 //! it. The control plane sits above the data path and is never imported by
@@ -32,6 +33,8 @@ pub mod affinity;
 pub mod balance;
 
 pub mod upstream;
+
+pub mod http_proxy;
 
 pub mod rfc6455;
 

@@ -98,6 +98,30 @@ pub struct Metrics {
     resolve_errors: Family<ResolveLabels, Counter>,
     handshake_seconds: Histogram,
     connection_seconds: Histogram,
+    http: HttpMetrics,
+}
+
+/// The proxied-HTTP request metrics.
+struct HttpMetrics {
+    requests: Family<HttpLabels, Counter>,
+    in_flight: Family<PoolLabels, Gauge>,
+    duration: Family<PoolLabels, Histogram, fn() -> Histogram>,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HttpLabels {
+    pool: String,
+    code: u16,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PoolLabels {
+    pool: String,
+}
+
+/// 1 ms .. ~65 s: a loopback page up to a long poll held past its timeout.
+fn http_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.001, 2.0, 17))
 }
 
 impl std::fmt::Debug for Metrics {
@@ -133,6 +157,11 @@ impl Metrics {
             handshake_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
             // 1 s .. 4^10 s (about 12 days): WebSocket connections live for hours.
             connection_seconds: Histogram::new(exponential_buckets(1.0, 4.0, 11)),
+            http: HttpMetrics {
+                requests: Family::default(),
+                in_flight: Family::default(),
+                duration: Family::new_with_constructor(http_histogram),
+            },
         };
         let mut registry = Registry::default();
         // prometheus-client appends `_total` to counter names.
@@ -206,6 +235,21 @@ impl Metrics {
             "Relayed connection lifetimes",
             m.connection_seconds.clone(),
         );
+        registry.register(
+            "wsgate_http_requests",
+            "Proxied HTTP requests answered, by pool and status code",
+            m.http.requests.clone(),
+        );
+        registry.register(
+            "wsgate_http_requests_in_flight",
+            "Proxied HTTP requests between routing and the end of the response",
+            m.http.in_flight.clone(),
+        );
+        registry.register(
+            "wsgate_http_request_duration_seconds",
+            "From request head received to response head sent, proxied HTTP",
+            m.http.duration.clone(),
+        );
         Metrics { registry, ..m }
     }
 
@@ -270,6 +314,39 @@ impl Metrics {
             listener: listener.to_string(),
         };
         self.tls_failures.get_or_create(&labels).inc();
+    }
+
+    /// A proxied HTTP request on `pool` began.
+    pub fn http_started(&self, pool: &str) {
+        let labels = PoolLabels {
+            pool: pool.to_string(),
+        };
+        self.http.in_flight.get_or_create(&labels).inc();
+    }
+
+    /// A proxied HTTP request on `pool` got its answer head, `code`, after
+    /// `head`.
+    pub fn http_answered(&self, pool: &str, code: u16, head: Duration) {
+        let labels = HttpLabels {
+            pool: pool.to_string(),
+            code,
+        };
+        self.http.requests.get_or_create(&labels).inc();
+        let labels = PoolLabels {
+            pool: pool.to_string(),
+        };
+        self.http
+            .duration
+            .get_or_create(&labels)
+            .observe(head.as_secs_f64());
+    }
+
+    /// A proxied HTTP request on `pool` ended (its response body too).
+    pub fn http_finished(&self, pool: &str) {
+        let labels = PoolLabels {
+            pool: pool.to_string(),
+        };
+        self.http.in_flight.get_or_create(&labels).dec();
     }
 
     /// A connection upgraded after `handshake`; returns the meter that

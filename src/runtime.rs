@@ -23,4 +23,6 @@ pub struct Runtime {
     /// Counters and histograms; kept only when there is an admin listener
     /// to expose them.
     pub(crate) metrics: Option<Arc<Metrics>>,
+    /// Idle keep-alive connections to backends, for proxied HTTP.
+    pub(crate) http: Arc<crate::http_proxy::Pools>,
 }

@@ -142,6 +142,7 @@ impl Server {
             registry,
             tracker: Arc::default(),
             metrics,
+            http: Arc::default(),
         });
         let (names_changed, changes) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
@@ -218,6 +219,7 @@ impl Server {
         shared.discovery.stop();
         let timeout = shared.current.load().config.drain_timeout;
         shared.registry.drain_all(Drain::now(timeout));
+        shared.tracker.stop_keepalive();
         let open = shared.tracker.open();
         info!(open, drain_timeout = ?timeout, "shutting down: draining open connections");
         // A drained connection gets its close by the end of the drain and

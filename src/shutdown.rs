@@ -9,7 +9,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -77,6 +77,10 @@ fn next_seed() -> u64 {
 pub struct Tracker {
     open: AtomicUsize,
     idle: Notify,
+    /// Set when shutdown begins: kept-alive HTTP connections close once
+    /// their request in flight, if any, is answered.
+    stopping: AtomicBool,
+    stop: Notify,
 }
 
 impl Tracker {
@@ -89,6 +93,24 @@ impl Tracker {
     /// Connections open now.
     pub fn open(&self) -> usize {
         self.open.load(Ordering::Acquire)
+    }
+
+    /// Shutdown has begun: connections between HTTP requests close now,
+    /// the others after the request they are answering.
+    pub fn stop_keepalive(&self) {
+        self.stopping.store(true, Ordering::Release);
+        self.stop.notify_waiters();
+    }
+
+    /// Returns once [`Tracker::stop_keepalive`] was called.
+    pub async fn keepalive_stopped(&self) {
+        loop {
+            let notified = self.stop.notified();
+            if self.stopping.load(Ordering::Acquire) {
+                return;
+            }
+            notified.await;
+        }
     }
 
     /// Returns once no connection is open.

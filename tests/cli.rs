@@ -203,6 +203,14 @@ async fn demo_configuration_echoes_on_echo() {
         within(ws.next()).await.unwrap().unwrap(),
         Message::text("hello demo")
     );
+    // The page a browser gets at http://127.0.0.1:8080/, proxied as HTTP.
+    let page = raw_request(
+        proxy.addr("public"),
+        b"GET / HTTP/1.1\r\nHost: 127.0.0.1:8080\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(page.status, 200);
+    assert!(page.body.contains("new WebSocket("), "{}", page.body);
 }
 
 /// The README's first command, on the documented fixed addresses. When

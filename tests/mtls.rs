@@ -432,3 +432,68 @@ async fn websocket_health_checks_of_a_tls_pool_go_over_tls_and_verify() {
     );
     assert!(right_state.is_up(tokio::time::Instant::now()));
 }
+
+/// A wss:// backend that answers any plain HTTP request with 200 and the
+/// request head it received as the body.
+async fn tls_http_backend(cert: &Cert) -> SocketAddr {
+    let mut config = rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![cert.der.clone()], cert.key_der.clone_key())
+        .unwrap();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                let Ok(mut tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.ends_with(b"\r\n\r\n") {
+                    match tls.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let answer = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                    head.len()
+                );
+                let _ = tls.write_all(answer.as_bytes()).await;
+                let _ = tls.write_all(&head).await;
+                let _ = tls.shutdown().await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn proxied_http_reaches_a_tls_pool_and_never_carries_forged_identity() {
+    let ca = Ca::new("backend-ca");
+    let cert = ca.issue("backend", &["backend.test"], "backend");
+    let addr = tls_http_backend(&cert).await;
+    let tls = format!(
+        "{{ ca = \"{}\", server_name = \"backend.test\" }}",
+        ca.pem.display()
+    );
+    let text = pool_tls_config(&[addr], &tls)
+        .replace("pool = \"p\"\n", "pool = \"p\"\nhttp = \"proxy\"\n");
+    let proxy = start_proxy(&text).await;
+    let request = "GET /echo/page HTTP/1.1\r\nHost: localhost\r\nX-Client-Cert-Subject: CN=admin\r\nConnection: close\r\n\r\n";
+    let answer = raw_request(proxy.addr("main"), request.as_bytes()).await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert!(answer.body.starts_with("GET /echo/page"), "{}", answer.body);
+    assert!(
+        !answer.body.to_ascii_lowercase().contains("x-client-cert"),
+        "{}",
+        answer.body
+    );
+}

@@ -23,6 +23,7 @@ fn pool(balance: Balance, source: Option<StickySource>, weights: &[u32]) -> Pool
         sticky: source.map(|source| Sticky {
             source,
             name: "k".to_string(),
+            issue: true,
         }),
         hash_balance_factor: None,
         health_check: None,
@@ -37,6 +38,7 @@ fn pool(balance: Balance, source: Option<StickySource>, weights: &[u32]) -> Pool
         unresolved: Vec::new(),
         resolve_interval: std::time::Duration::from_secs(5),
         tls: None,
+        max_idle_per_backend: 32,
     }
 }
 

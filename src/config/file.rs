@@ -75,6 +75,12 @@ pub struct Defaults {
     pub ping_timeout: Option<Spanned<RawDuration>>,
     /// Duration; global only.
     pub drain_timeout: Option<Spanned<RawDuration>>,
+    /// `reject` or `proxy`.
+    pub http: Option<Spanned<String>>,
+    /// Bytes; 0 for no limit.
+    pub max_request_body_bytes: Option<Spanned<RawSize>>,
+    /// Duration.
+    pub response_timeout: Option<Spanned<RawDuration>>,
 }
 
 /// `[[listener]]`.
@@ -89,6 +95,8 @@ pub struct Listener {
     pub max_header_bytes: Option<Spanned<RawSize>>,
     /// Absent for plain ws://.
     pub tls: Option<Spanned<Tls>>,
+    /// Duration.
+    pub keepalive_timeout: Option<Spanned<RawDuration>>,
 }
 
 /// A listener's `tls` table.
@@ -146,6 +154,12 @@ pub struct Route {
     pub ping_interval: Option<Spanned<RawDuration>>,
     /// Duration.
     pub ping_timeout: Option<Spanned<RawDuration>>,
+    /// `reject` or `proxy`.
+    pub http: Option<Spanned<String>>,
+    /// Bytes; 0 for no limit.
+    pub max_request_body_bytes: Option<Spanned<RawSize>>,
+    /// Duration.
+    pub response_timeout: Option<Spanned<RawDuration>>,
 }
 
 /// `[[pool]]`.
@@ -168,6 +182,8 @@ pub struct Pool {
     pub resolve_interval: Option<Spanned<RawDuration>>,
     /// `true`, or a table: TLS to the backends.
     pub tls: Option<Spanned<BackendTls>>,
+    /// Count, 0 or more.
+    pub max_idle_per_backend: Option<Spanned<i64>>,
 }
 
 /// A pool's `tls`: `true` (system roots) or a table.
@@ -226,6 +242,8 @@ pub struct Sticky {
     pub source: Option<Spanned<String>>,
     /// Cookie, header or parameter name.
     pub name: Option<Spanned<String>>,
+    /// Cookie source only: issue the proxy's own cookie.
+    pub issue: Option<Spanned<bool>>,
 }
 
 /// A pool's `health_check` table.

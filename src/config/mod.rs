@@ -77,7 +77,16 @@ pub struct Listener {
     pub max_header_bytes: usize,
     /// Present for wss:// listeners.
     pub tls: Option<Tls>,
+    /// An idle client connection between proxied HTTP requests closes
+    /// after this.
+    pub keepalive_timeout: Duration,
 }
+
+/// The default listener `keepalive_timeout`.
+pub const DEFAULT_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The default pool `max_idle_per_backend`.
+pub const DEFAULT_MAX_IDLE_PER_BACKEND: usize = 32;
 
 /// A listener's certificates: one default plus any chosen by SNI.
 #[derive(Debug, Clone)]
@@ -209,6 +218,23 @@ pub struct Limits {
     pub ping_interval: Duration,
     /// No frame from the client this long after a proxy ping: close.
     pub ping_timeout: Duration,
+    /// What a request without `Upgrade: websocket` gets.
+    pub http: HttpMode,
+    /// A proxied HTTP request body larger than this is refused with 413;
+    /// zero: no limit.
+    pub max_request_body_bytes: u64,
+    /// A proxied HTTP request's backend must send its response head within
+    /// this, counted from the end of the request body; else 504.
+    pub response_timeout: Duration,
+}
+
+/// What a route does with a request that carries no `Upgrade: websocket`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HttpMode {
+    /// Answer 426, as a WebSocket-only route always has.
+    Reject,
+    /// Proxy it to the route's pool as a plain HTTP/1.1 request.
+    Proxy,
 }
 
 impl Default for Limits {
@@ -220,6 +246,9 @@ impl Default for Limits {
             connect_timeout: Duration::from_secs(3),
             ping_interval: Duration::ZERO,
             ping_timeout: Duration::from_secs(10),
+            http: HttpMode::Reject,
+            max_request_body_bytes: 0,
+            response_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -251,6 +280,8 @@ pub struct Pool {
     pub resolve_interval: Duration,
     /// TLS to the backends (wss://); `None`: plain TCP.
     pub tls: Option<BackendTls>,
+    /// Idle keep-alive connections kept per backend for proxied HTTP.
+    pub max_idle_per_backend: usize,
 }
 
 /// One entry of a pool's `backends`, as written.
@@ -317,6 +348,10 @@ pub struct Sticky {
     pub source: StickySource,
     /// Cookie, header or query parameter name; unused for `ClientIp`.
     pub name: String,
+    /// With `Cookie`: whether the cookie is the proxy's own, issued when a
+    /// request has no valid one (`true`), or an application's cookie whose
+    /// value is hashed (`false`). Always `true` for other sources.
+    pub issue: bool,
 }
 
 /// Where a sticky pool reads its affinity key.

@@ -70,7 +70,7 @@ impl Dial {
 
     /// Connects, and for TLS completes the handshake: a certificate that
     /// fails verification is a failed connect, like a refused one.
-    pub(super) async fn connect(&self) -> Result<BackendStream, UpstreamFailure> {
+    pub async fn connect(&self) -> Result<BackendStream, UpstreamFailure> {
         let tcp = TcpStream::connect(self.addr)
             .await
             .map_err(UpstreamFailure::Connect)?;

@@ -17,7 +17,8 @@ use toml::Spanned;
 use super::values::is_dns_name;
 use super::{file, optional, Checker};
 use crate::config::{
-    Admin, CertPair, ClientAuth, Listener, SniCert, Tls, DEFAULT_MAX_HEADER_BYTES,
+    Admin, CertPair, ClientAuth, Listener, SniCert, Tls, DEFAULT_KEEPALIVE_TIMEOUT,
+    DEFAULT_MAX_HEADER_BYTES,
 };
 
 impl Checker<'_> {
@@ -82,11 +83,16 @@ impl Checker<'_> {
                 .and_then(|b| usize::try_from(b).ok()),
         };
         let tls = optional(&l.tls, |t| self.tls(&format!("{path}.tls"), t));
+        let keepalive_timeout = match &l.keepalive_timeout {
+            None => Some(DEFAULT_KEEPALIVE_TIMEOUT),
+            Some(v) => self.positive_duration(&format!("{path}.keepalive_timeout"), v),
+        };
         Some(Listener {
             name: name?,
             bind: bind?,
             max_header_bytes: max_header_bytes?,
             tls: tls?,
+            keepalive_timeout: keepalive_timeout?,
         })
     }
 

@@ -11,7 +11,7 @@ use super::values::is_dns_name;
 use super::{file, optional, Checker};
 use crate::config::{
     Backend, BackendEntry, Balance, HealthCheck, HealthCheckKind, Pool, Sticky, StickySource,
-    Target,
+    Target, DEFAULT_MAX_IDLE_PER_BACKEND,
 };
 
 /// Health check timing when the table leaves it out (contract, `[[pool]]`).
@@ -93,6 +93,10 @@ impl Checker<'_> {
                 self.report(format!("{path}.tls"), Some(written.span()), message);
             }
         }
+        let max_idle_per_backend = match &p.max_idle_per_backend {
+            None => Some(DEFAULT_MAX_IDLE_PER_BACKEND),
+            Some(v) => self.count(&format!("{path}.max_idle_per_backend"), v),
+        };
         Some(Pool {
             name: name?,
             balance: balance?,
@@ -104,6 +108,7 @@ impl Checker<'_> {
             unresolved: Vec::new(),
             resolve_interval: resolve_interval?,
             tls: tls?,
+            max_idle_per_backend: max_idle_per_backend?,
         })
     }
 
@@ -167,7 +172,20 @@ impl Checker<'_> {
                 }
             }
         };
-        Some(Sticky { source, name })
+        let issue = match (source, &s.issue) {
+            (_, None) => true,
+            (StickySource::Cookie, Some(issue)) => *issue.get_ref(),
+            (_, Some(issue)) => {
+                let message = "only source = \"cookie\" takes issue; remove it".to_string();
+                self.report(format!("{path}.issue"), Some(issue.span()), message);
+                return None;
+            }
+        };
+        Some(Sticky {
+            source,
+            name,
+            issue,
+        })
     }
 
     pub(super) fn hash_balance_factor(

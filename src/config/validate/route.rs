@@ -7,7 +7,7 @@ use toml::Spanned;
 use super::file::{self, RawDuration, RawSize};
 use super::values::{is_bracketed_ipv6, is_dns_name};
 use super::{optional, Checker};
-use crate::config::{HostPattern, Limits, Route};
+use crate::config::{HostPattern, HttpMode, Limits, Route};
 
 impl Checker<'_> {
     pub(super) fn route(
@@ -154,6 +154,31 @@ impl Checker<'_> {
             &mut limits.ping_interval,
         );
         duration("ping_timeout", keys.ping_timeout, &mut limits.ping_timeout);
+        duration(
+            "response_timeout",
+            keys.response_timeout,
+            &mut limits.response_timeout,
+        );
+        if let Some(v) = keys.max_request_body_bytes {
+            // 0 is allowed here: no limit.
+            limits.max_request_body_bytes = match v.get_ref() {
+                RawSize::Bytes(0) => 0,
+                _ => self
+                    .bytes(&key("max_request_body_bytes"), v)
+                    .unwrap_or(limits.max_request_body_bytes),
+            };
+        }
+        if let Some(v) = keys.http {
+            match v.get_ref().as_str() {
+                "reject" => limits.http = HttpMode::Reject,
+                "proxy" => limits.http = HttpMode::Proxy,
+                other => {
+                    let message =
+                        format!("unknown http mode {other:?}; write \"reject\" or \"proxy\"");
+                    self.report(key("http"), Some(v.span()), message);
+                }
+            }
+        }
     }
 }
 
@@ -165,6 +190,9 @@ pub(super) struct LimitKeys<'f> {
     connect_timeout: Option<&'f Spanned<RawDuration>>,
     ping_interval: Option<&'f Spanned<RawDuration>>,
     ping_timeout: Option<&'f Spanned<RawDuration>>,
+    http: Option<&'f Spanned<String>>,
+    max_request_body_bytes: Option<&'f Spanned<RawSize>>,
+    response_timeout: Option<&'f Spanned<RawDuration>>,
 }
 
 pub(super) fn limit_keys_of_defaults(d: &file::Defaults) -> LimitKeys<'_> {
@@ -175,6 +203,9 @@ pub(super) fn limit_keys_of_defaults(d: &file::Defaults) -> LimitKeys<'_> {
         connect_timeout: d.connect_timeout.as_ref(),
         ping_interval: d.ping_interval.as_ref(),
         ping_timeout: d.ping_timeout.as_ref(),
+        http: d.http.as_ref(),
+        max_request_body_bytes: d.max_request_body_bytes.as_ref(),
+        response_timeout: d.response_timeout.as_ref(),
     }
 }
 
@@ -186,5 +217,8 @@ pub(super) fn limit_keys_of_route(r: &file::Route) -> LimitKeys<'_> {
         connect_timeout: r.connect_timeout.as_ref(),
         ping_interval: r.ping_interval.as_ref(),
         ping_timeout: r.ping_timeout.as_ref(),
+        http: r.http.as_ref(),
+        max_request_body_bytes: r.max_request_body_bytes.as_ref(),
+        response_timeout: r.response_timeout.as_ref(),
     }
 }

@@ -68,6 +68,18 @@ impl Checker<'_> {
         None
     }
 
+    /// A whole number, zero allowed.
+    pub(super) fn count(&mut self, path: &str, value: &Spanned<i64>) -> Option<usize> {
+        match usize::try_from(*value.get_ref()) {
+            Ok(n) => Some(n),
+            Err(_) => {
+                let message = format!("{} is negative; write 0 or more", value.get_ref());
+                self.report(path.to_string(), Some(value.span()), message);
+                None
+            }
+        }
+    }
+
     pub(super) fn duration(
         &mut self,
         path: &str,

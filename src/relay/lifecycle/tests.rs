@@ -15,6 +15,7 @@ fn limits(idle: u32, ping_interval: u32, ping_timeout: u32) -> Limits {
         connect_timeout: 3 * SEC,
         ping_interval: ping_interval * SEC,
         ping_timeout: ping_timeout * SEC,
+        ..Limits::default()
     }
 }
 

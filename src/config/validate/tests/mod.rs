@@ -1,6 +1,7 @@
 //! Unit tests of validation, one file per table like the code; the
 //! helpers and the tests of the whole file are here.
 
+mod http;
 mod keys;
 mod listener;
 mod pool;
@@ -190,7 +191,7 @@ fn example_file_commented_examples_parse() {
         config.routes.len(),
         config.pools.len(),
     );
-    assert_eq!(counts, (3, 2, 2));
+    assert_eq!(counts, (3, 3, 2));
     assert_eq!(config.listeners[1].tls.as_ref().unwrap().sni.len(), 2);
     assert_eq!(config.resolver.nameservers.len(), 1);
     let chat = &config.pools[1];
@@ -258,6 +259,7 @@ fn values_are_normalised() {
     let header = Sticky {
         source: StickySource::Header,
         name: "x-user".into(),
+        issue: true,
     };
     assert_eq!(sticky.sticky, Some(header));
     assert_eq!(sticky.hash_balance_factor, Some(1.25));
