@@ -153,6 +153,7 @@ fn status(shared: &Shared) -> serde_json::Value {
                         "up": state.is_up(now),
                         "draining": state.is_draining(),
                         "active": state.active(),
+                        "slow_start_share": balancer.ramp(i, now),
                         "http_in_flight": state.http_in_flight(),
                     }))
                 })

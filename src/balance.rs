@@ -24,7 +24,10 @@ use tokio::time::Instant;
 use tokio::sync::watch;
 
 use crate::config::{self, Balance, StickySource};
+
+mod roster;
 use crate::shutdown::{Drain, DrainSignal};
+pub use roster::Enlisted;
 
 /// How long a backend that failed a connect stays down in a pool without a
 /// health check (contract, "Balancing").
@@ -51,8 +54,20 @@ const RANK_KEYS: (u64, u64) = (
     u64::from_le_bytes(*b"endezvou"),
 );
 
+const RAMP_KEYS: (u64, u64) = (
+    u64::from_le_bytes(*b"wsgate:s"),
+    u64::from_le_bytes(*b"lowstart"),
+);
+
 /// `down_until` value meaning "until a health check passes".
 const UNTIL_CHECK: u64 = u64::MAX;
+
+/// `up_since` value of a backend that has been up from the start: it does
+/// not ramp.
+const FROM_THE_START: u64 = u64::MAX;
+
+/// The share of its weight a backend gets when it has just come up.
+const RAMP_FLOOR: f64 = 0.1;
 
 /// The stable identity of a backend: SipHash-2-4 with fixed keys over the
 /// address's bytes (IP, port and, for IPv6, the scope id).
@@ -126,6 +141,12 @@ pub struct BackendState {
     /// when" share one word so a reader never sees one without the other.
     down_until: AtomicU64,
     draining: AtomicBool,
+    /// Nanoseconds after `epoch` when the backend last came up (added by
+    /// a reload, back from down or from draining), for slow start;
+    /// [`FROM_THE_START`] when it has been up since the proxy started.
+    up_since: AtomicU64,
+    /// Relayed connections, for rebalancing.
+    roster: roster::Roster,
     /// Announces a drain (removal by a reload, or shutdown) to the
     /// backend's open connections; `None` until one starts.
     drain: watch::Sender<Option<Drain>>,
@@ -143,8 +164,46 @@ impl BackendState {
             active: AtomicU32::new(0),
             down_until: AtomicU64::new(0),
             draining: AtomicBool::new(false),
+            up_since: AtomicU64::new(FROM_THE_START),
+            roster: roster::Roster::default(),
             drain: watch::Sender::new(None),
             http_in_flight: AtomicU32::new(0),
+        }
+    }
+
+    /// The backend came up at `now` (a reload added it or lifted its
+    /// drain): a pool with `slow_start` ramps its share from here.
+    pub fn came_up(&self, now: Instant) {
+        self.up_since.store(self.nanos(now), Ordering::Relaxed);
+    }
+
+    /// The share of its weight the backend gets at `now` under
+    /// `slow_start`: from 10% when it came up, linearly to 100% after
+    /// `slow_start`; 1.0 when it has been up longer, since the start, or
+    /// slow start is off. A passive mark that expired counts as coming up
+    /// when it expired.
+    pub fn ramp(&self, now: Instant, slow_start: Duration) -> f64 {
+        if slow_start.is_zero() {
+            return 1.0;
+        }
+        let n = self.nanos(now);
+        let mut since = self.up_since.load(Ordering::Relaxed);
+        let until = self.down_until.load(Ordering::Relaxed);
+        if until != 0 && until != UNTIL_CHECK && until <= n {
+            since = if since == FROM_THE_START {
+                until
+            } else {
+                since.max(until)
+            };
+        }
+        if since == FROM_THE_START {
+            return 1.0;
+        }
+        let t = n.saturating_sub(since) as f64 / slow_start.as_nanos() as f64;
+        if t >= 1.0 {
+            1.0
+        } else {
+            RAMP_FLOOR + (1.0 - RAMP_FLOOR) * t
         }
     }
 
@@ -192,9 +251,12 @@ impl BackendState {
         self.draining.load(Ordering::Relaxed)
     }
 
-    /// Starts or stops draining.
+    /// Starts or stops draining; a backend that stops draining comes up
+    /// now (slow start).
     pub fn set_draining(&self, draining: bool) {
-        self.draining.store(draining, Ordering::Relaxed);
+        if self.draining.swap(draining, Ordering::Relaxed) && !draining {
+            self.came_up(Instant::now());
+        }
     }
 
     /// Announces `drain` to this backend's connections, unless one is
@@ -220,9 +282,12 @@ impl BackendState {
         self.drain.subscribe()
     }
 
-    /// Marks the backend up, e.g. after a passing health check.
+    /// Marks the backend up, e.g. after a passing health check; one that
+    /// was down comes up now (slow start).
     pub fn mark_up(&self) {
-        self.down_until.store(0, Ordering::Relaxed);
+        if self.down_until.swap(0, Ordering::Relaxed) != 0 {
+            self.came_up(Instant::now());
+        }
     }
 
     /// Marks the backend down until a health check passes ([`mark_up`]).
@@ -307,6 +372,11 @@ pub struct PoolBalancer {
     tokens: Vec<(u64, usize)>,
     /// Rotates least-connections ties so that a burst spreads evenly.
     rotation: AtomicUsize,
+    /// Zero: off.
+    slow_start: Duration,
+    /// Draws for slow start in least-connections order, hashed into
+    /// uniform numbers: deterministic, and independent between picks.
+    ramp_draws: AtomicU64,
 }
 
 #[derive(Debug)]
@@ -388,7 +458,17 @@ impl PoolBalancer {
             members,
             tokens,
             rotation: AtomicUsize::new(0),
+            slow_start: pool.slow_start,
+            ramp_draws: AtomicU64::new(0),
         }
+    }
+
+    /// The slow-start share of backend `idx` at `now` (1.0 when not
+    /// ramping), for `/status`.
+    pub fn ramp(&self, idx: usize, now: Instant) -> f64 {
+        self.members
+            .get(idx)
+            .map_or(1.0, |m| m.state.ramp(now, self.slow_start))
     }
 
     /// Number of backends, eligible or not.
@@ -399,6 +479,11 @@ impl PoolBalancer {
     /// Whether the pool has no backends (validation never lets that happen).
     pub fn is_empty(&self) -> bool {
         self.members.is_empty()
+    }
+
+    /// The weight of backend `idx` (0 when there is none).
+    pub fn weight(&self, idx: usize) -> u32 {
+        self.members.get(idx).map_or(0, |m| m.weight)
     }
 
     /// The live state of backend `idx`, for its address and cookie.
@@ -454,10 +539,11 @@ impl PoolBalancer {
             Balance::LeastConnections => None,
             Balance::Sticky => key.and_then(|k| self.affinity(k)),
         };
-        match affinity {
-            Some(affinity) => self.rank_sticky(&mut list, &affinity),
+        match &affinity {
+            Some(affinity) => self.rank_sticky(&mut list, affinity),
             None => self.rank_least_connections(&mut list),
         }
+        self.slow_start(&mut list, affinity.as_ref(), now);
         list.into_iter().map(|c| c.idx).collect()
     }
 
@@ -493,6 +579,42 @@ impl PoolBalancer {
     pub fn set_draining(&self, idx: usize, draining: bool) {
         if let Some(m) = self.members.get(idx) {
             m.state.set_draining(draining);
+        }
+    }
+
+    /// Slow start: a first choice that is ramping keeps its place with
+    /// probability equal to its ramp (10% when it came up, 100% at the end
+    /// of `slow_start`), else it goes second. So its share of the new
+    /// connections it would have got grows linearly instead of all of them
+    /// landing at once on a backend that least connections sees as empty.
+    /// For a sticky key the draw is a hash of the key and the backend, so
+    /// the choice is stable per key and only grows (a key it took keeps
+    /// going there); a cookie naming the backend is always honoured.
+    fn slow_start(&self, list: &mut [Candidate], affinity: Option<&Affinity>, now: Instant) {
+        if self.slow_start.is_zero() || list.len() < 2 {
+            return;
+        }
+        let first = &list[0];
+        let ramp = self.members[first.idx].state.ramp(now, self.slow_start);
+        if ramp >= 1.0 {
+            return;
+        }
+        let draw = match affinity {
+            Some(a) if a.preferred == Some(first.idx) => return,
+            Some(a) => {
+                let mut buf = [0u8; 16];
+                buf[..8].copy_from_slice(&a.hash.to_le_bytes());
+                buf[8..].copy_from_slice(&first.id.to_le_bytes());
+                siphash24(RAMP_KEYS, &buf)
+            }
+            None => {
+                let n = self.ramp_draws.fetch_add(1, Ordering::Relaxed);
+                siphash24(RAMP_KEYS, &n.to_le_bytes())
+            }
+        };
+        let u = (draw >> 11) as f64 / (1u64 << 53) as f64;
+        if u >= ramp {
+            list.swap(0, 1);
         }
     }
 
@@ -642,3 +764,6 @@ fn sip_round(v: &mut [u64; 4]) {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod slow_start_tests;

@@ -24,8 +24,13 @@ impl CloseCode {
     pub const PROTOCOL_ERROR: CloseCode = CloseCode(1002);
     /// 1009: a message or frame too big to process (RFC 6455 section 7.4.1).
     pub const MESSAGE_TOO_BIG: CloseCode = CloseCode(1009);
+    /// 1008: the connection broke a policy (its token expired).
+    pub const POLICY_VIOLATION: CloseCode = CloseCode(1008);
     /// 1011: an unexpected condition inside the proxy.
     pub const INTERNAL_ERROR: CloseCode = CloseCode(1011);
+    /// 1012: Service Restart, which tells a client to reconnect (IANA
+    /// registry); the proxy sends it to move a connection elsewhere.
+    pub const SERVICE_RESTART: CloseCode = CloseCode(1012);
     /// 1014: Bad Gateway, the backend misbehaved or vanished (IANA
     /// WebSocket Close Code Number Registry).
     pub const BAD_GATEWAY: CloseCode = CloseCode(1014);

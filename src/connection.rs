@@ -15,11 +15,13 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::sync::Notify;
 use tokio::time::{timeout_at, Instant};
 use tracing::{debug, info, warn};
 
+use crate::admission::{Gate, Ticket};
 use crate::close::{CloseCode, CloseInfo, Initiator};
-use crate::config::{HostPattern, HttpMode, StickySource};
+use crate::config::{Admit, HostPattern, HttpMode, StickySource};
 use crate::handshake::{self, FirstByte, ReadHeadError, Reject, Rewind};
 use crate::http_proxy::framing::{Scanned, Verdict};
 use crate::metrics::{ConnectionLabels, Meter};
@@ -28,6 +30,9 @@ use crate::shutdown::{self, Guard};
 use crate::snapshot::{ListenerKey, Snapshot};
 use crate::upstream::{self, Offer, RefusalBody};
 use crate::{affinity, balance, http_proxy, relay, rfc6455, tls};
+use admit::{admission_refused, pending, refuse_at_accept, wait_for_admission};
+
+mod admit;
 
 /// What a connection knows about where it was accepted.
 pub struct Accepted {
@@ -43,6 +48,8 @@ pub struct Accepted {
     /// What the running proxy shares with connections (live state,
     /// metrics).
     pub runtime: Arc<Runtime>,
+    /// The listener's admission state.
+    pub gate: Arc<Gate>,
 }
 
 /// What the handshake needs of [`Accepted`], shared with hyper's service.
@@ -52,6 +59,11 @@ struct Context {
     snapshot: Arc<Snapshot>,
     shared: Arc<Runtime>,
     guard: std::sync::Mutex<Option<Guard>>,
+    /// The connection's place on its listener, held until it ends.
+    ticket: std::sync::Mutex<Option<Ticket>>,
+    /// The listener's admission state and admit queue settings.
+    gate: Arc<Gate>,
+    admit: Option<Admit>,
     /// The listener's `keepalive_timeout`.
     keepalive: std::time::Duration,
     /// Which request, if any, carried both framings (request smuggling).
@@ -79,17 +91,34 @@ pub async fn serve(stream: TcpStream, accepted: Accepted) {
         // A reload removed the listener between accept and now.
         return;
     };
+    let admission = &listener.admission;
+    let entered = accepted
+        .gate
+        .enter(accepted.peer.ip(), admission, Instant::now());
     let accepted = Arc::new(Context {
         peer: accepted.peer,
         listener: Arc::from(listener.name.as_str()),
         snapshot: accepted.snapshot,
         shared: accepted.runtime,
         guard: std::sync::Mutex::new(Some(accepted.guard)),
+        ticket: std::sync::Mutex::new(None),
+        gate: accepted.gate,
+        admit: admission.admit,
         keepalive: listener.keepalive_timeout,
         framing: Arc::default(),
         requests: Default::default(),
         client_cert: std::sync::OnceLock::new(),
     });
+    let mut stream = stream;
+    let ticket = match entered {
+        Ok(ticket) => ticket,
+        Err(refusal) => {
+            let tls = snapshot.tls[index].is_some();
+            return refuse_at_accept(&mut stream, &accepted, refusal, tls).await;
+        }
+    };
+    let dropped = ticket.dropped_signal();
+    *accepted.ticket.lock().expect("not poisoned") = Some(ticket);
     // Small frames must not wait for Nagle's algorithm on either side.
     let _ = stream.set_nodelay(true);
     let deadline = Instant::now() + snapshot.config.handshake_timeout;
@@ -103,27 +132,30 @@ pub async fn serve(stream: TcpStream, accepted: Accepted) {
                 limit,
                 Some(FirstByte::NotTls),
                 false,
+                dropped,
             )
             .await
         }
         Some(config) => {
-            let mut stream = stream;
             let mut first = [0u8; 1];
-            match timeout_at(deadline, stream.peek(&mut first)).await {
-                Ok(Ok(1)) if first[0] == tls::TLS_HANDSHAKE_RECORD => {}
-                Ok(Ok(1)) => {
+            let peeked = pending(&dropped, timeout_at(deadline, stream.peek(&mut first)));
+            match peeked.await {
+                None => return accepted.pending_dropped(),
+                Some(Ok(Ok(1))) if first[0] == tls::TLS_HANDSHAKE_RECORD => {}
+                Some(Ok(Ok(1))) => {
                     reject_raw(&mut stream, &accepted, Reject::PlainOnTlsListener).await;
                     return;
                 }
-                Ok(_) => return,
-                Err(_) => {
+                Some(Ok(_)) => return,
+                Some(Err(_)) => {
                     accepted.tls_failed("no ClientHello in time (handshake_timeout)");
                     return;
                 }
             }
             let acceptor = tokio_rustls::TlsAcceptor::from(config.clone());
-            match timeout_at(deadline, acceptor.accept(stream)).await {
-                Ok(Ok(tls_stream)) => {
+            match pending(&dropped, timeout_at(deadline, acceptor.accept(stream))).await {
+                None => accepted.pending_dropped(),
+                Some(Ok(Ok(tls_stream))) => {
                     // rustls has verified any certificate the client sent.
                     if let Some(leaf) = tls_stream
                         .get_ref()
@@ -133,10 +165,10 @@ pub async fn serve(stream: TcpStream, accepted: Accepted) {
                     {
                         let _ = accepted.client_cert.set(tls::ClientIdentity::of(leaf));
                     }
-                    serve_http(tls_stream, accepted, deadline, limit, None, true).await
+                    serve_http(tls_stream, accepted, deadline, limit, None, true, dropped).await
                 }
-                Ok(Err(e)) => accepted.tls_failed(&e.to_string()),
-                Err(_) => accepted.tls_failed("timed out (handshake_timeout)"),
+                Some(Ok(Err(e))) => accepted.tls_failed(&e.to_string()),
+                Some(Err(_)) => accepted.tls_failed("timed out (handshake_timeout)"),
             }
         }
     }
@@ -150,20 +182,23 @@ async fn serve_http<IO>(
     limit: usize,
     first_byte: Option<FirstByte>,
     tls: bool,
+    dropped: Arc<Notify>,
 ) where
     IO: AsyncRead + AsyncWrite + relay::Socket + Unpin + Send + 'static,
 {
-    let head = match timeout_at(deadline, handshake::read_head(&mut io, limit, first_byte)).await {
-        Ok(Ok(head)) => head,
-        Ok(Err(ReadHeadError::Reject(reject))) => {
+    let read = timeout_at(deadline, handshake::read_head(&mut io, limit, first_byte));
+    let head = match pending(&dropped, read).await {
+        None => return accepted.pending_dropped(),
+        Some(Ok(Ok(head))) => head,
+        Some(Ok(Err(ReadHeadError::Reject(reject)))) => {
             reject_raw(&mut io, &accepted, reject).await;
             return;
         }
-        Ok(Err(e)) => {
+        Some(Ok(Err(e))) => {
             debug!(peer = %accepted.peer, error = %e, "no request");
             return;
         }
-        Err(_) => {
+        Some(Err(_)) => {
             // RFC 9110 section 15.5.9: the server gave up waiting.
             let answer = b"HTTP/1.1 408 Request Timeout\r\ncontent-type: text/plain; charset=utf-8\r\nconnection: close\r\ncontent-length: 49\r\n\r\nrequest not received in time (handshake_timeout)\n";
             let _ = io.write_all(answer).await;
@@ -178,6 +213,9 @@ async fn serve_http<IO>(
             return;
         }
     };
+    if let Some(ticket) = accepted.ticket.lock().expect("not poisoned").as_mut() {
+        ticket.head_read();
+    }
     let keepalive = accepted.keepalive;
     let tracker = accepted.shared.tracker.clone();
     let scanned = Scanned::new(Rewind::new(head.freeze(), io), accepted.framing.clone());
@@ -341,6 +379,9 @@ where
         Ok(checked) => checked,
         Err(reject) => return rejected(&accepted, &req, reject).map(Either::Left),
     };
+    if let Err(refusal) = wait_for_admission(&accepted).await {
+        return admission_refused(&accepted, &req, refusal).map(Either::Left);
+    }
     let pool_index = snapshot.route_pool[route_index];
     let pool = &snapshot.config.pools[pool_index];
     let key = pool
@@ -435,6 +476,8 @@ where
         access,
         lease,
         guard: accepted.guard.lock().expect("not poisoned").take(),
+        ticket: accepted.ticket.lock().expect("not poisoned").take(),
+        key: key.as_deref().map(<[u8]>::to_vec),
     };
     tokio::spawn(relay_connection::<IO>(
         hyper::upgrade::on(&mut req),
@@ -545,6 +588,10 @@ struct Handover {
     lease: balance::Lease,
     /// Counts the connection as open until the relay ends.
     guard: Option<Guard>,
+    /// Its place on the listener, given back when the relay ends.
+    ticket: Option<Ticket>,
+    /// The sticky key it was placed by, for rebalancing.
+    key: Option<Vec<u8>>,
 }
 
 /// Waits for hyper to finish the client's upgrade, gets the raw client
@@ -576,19 +623,29 @@ where
     };
     let (unread, client_io) = parts.io.into_inner().into_inner().into_parts();
     let client_pre = join(parts.read_buf, unread);
+    // On the backend's roster while relayed, so that rebalancing can ask
+    // it to move.
+    let enlisted = h.lease.backend().enlist(h.key.as_deref());
+    let close = enlisted.close.clone();
+    let moved: relay::Move = Box::pin(async move { close.notified().await });
     let end = relay::run(
         client_io,
         client_pre,
         h.backend_stream,
         h.backend_pre,
         h.settings,
-        h.stop,
+        relay::Signals {
+            stop: h.stop,
+            moved: Some(moved),
+        },
         h.meter,
     )
     .await;
+    drop(enlisted);
     // The backend's slot and the open-connection count are released here.
     drop(h.lease);
     drop(h.guard);
+    drop(h.ticket);
     let a = &h.access;
     info!(
         target: "wsgate::access",

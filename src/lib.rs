@@ -1,7 +1,7 @@
 //! wsgate: a reverse proxy and load balancer for WebSocket traffic.
 //!
 //! The modules follow the path of one connection: [`server`] accepts it,
-//! [`connection`] takes it through [`tls`] and the [`handshake`] checks,
+//! [`connection`] lets it in ([`admission`]), takes it through [`tls`] and the [`handshake`] checks,
 //! [`route`] picks a route, [`affinity`] reads its sticky key, [`balance`]
 //! orders the backends, [`upstream`] upgrades one (both sides check the
 //! opening handshake with the leaf [`rfc6455`]), and [`relay`] carries
@@ -21,6 +21,8 @@
 pub mod server;
 
 pub mod connection;
+
+pub mod admission;
 
 pub mod tls;
 
@@ -63,3 +65,5 @@ pub mod metrics;
 pub mod echo;
 
 mod health;
+
+pub mod rebalance;

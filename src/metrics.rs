@@ -21,7 +21,10 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
 use crate::close::{CloseInfo, Counts};
+
+mod admission;
 use crate::snapshot::Snapshot;
+pub use admission::AdmissionMetrics;
 
 /// Labels of a relayed connection.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -99,6 +102,8 @@ pub struct Metrics {
     handshake_seconds: Histogram,
     connection_seconds: Histogram,
     http: HttpMetrics,
+    /// Admission control: refusals, the admit queue, rebalancing closes.
+    pub admission: AdmissionMetrics,
 }
 
 /// The proxied-HTTP request metrics.
@@ -157,6 +162,7 @@ impl Metrics {
             handshake_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
             // 1 s .. 4^10 s (about 12 days): WebSocket connections live for hours.
             connection_seconds: Histogram::new(exponential_buckets(1.0, 4.0, 11)),
+            admission: AdmissionMetrics::default(),
             http: HttpMetrics {
                 requests: Family::default(),
                 in_flight: Family::default(),
@@ -235,6 +241,7 @@ impl Metrics {
             "Relayed connection lifetimes",
             m.connection_seconds.clone(),
         );
+        m.admission.register(&mut registry);
         registry.register(
             "wsgate_http_requests",
             "Proxied HTTP requests answered, by pool and status code",

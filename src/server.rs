@@ -19,11 +19,13 @@ use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
 use tracing::{error, info, warn};
 
+use crate::admission::Gate;
 use crate::config::{self, Config, ConfigError};
 use crate::connection::{self, Accepted};
 use crate::discovery::Discovery;
 use crate::health::HealthChecks;
 use crate::metrics::Metrics;
+use crate::rebalance::Rebalancers;
 use crate::relay::CLOSE_GRACE;
 use crate::runtime::Runtime;
 use crate::shutdown::Drain;
@@ -95,6 +97,7 @@ pub struct Shared {
     pub(crate) discovery: Arc<Discovery>,
     /// Told by those tasks when a name's set of addresses changed.
     names_changed: mpsc::UnboundedSender<()>,
+    rebalancers: Mutex<Rebalancers>,
 }
 
 impl Deref for Shared {
@@ -157,6 +160,7 @@ impl Server {
             health: Mutex::default(),
             discovery,
             names_changed,
+            rebalancers: Mutex::default(),
         });
         // Ready means bound and configured (contract), which is true from
         // here on; nothing can be asked before the listeners serve.
@@ -167,6 +171,8 @@ impl Server {
         *shared.health.lock().expect("not poisoned") = HealthChecks::start(&shared.current.load());
         shared.resolve_every_interval();
         tokio::spawn(follow_names(Arc::downgrade(&shared), changes));
+        *shared.rebalancers.lock().expect("not poisoned") =
+            Rebalancers::start(&shared.current.load_full(), shared.metrics.clone());
         info!(version = 1, "configuration loaded");
         Ok(Server { shared })
     }
@@ -217,6 +223,7 @@ impl Server {
         }
         *shared.health.lock().expect("not poisoned") = HealthChecks::default();
         shared.discovery.stop();
+        *shared.rebalancers.lock().expect("not poisoned") = Rebalancers::default();
         let timeout = shared.current.load().config.drain_timeout;
         shared.registry.drain_all(Drain::now(timeout));
         shared.tracker.stop_keepalive();
@@ -334,8 +341,9 @@ impl Shared {
     }
 
     /// Swaps in the snapshot of `config` (backends already filled in),
-    /// restarts health checks and drains the backends it no longer has:
-    /// what a reload and a change of a resolved name have in common.
+    /// restarts health checks and rebalancers, and drains the backends it
+    /// no longer has: what a reload and a change of a resolved name have in
+    /// common.
     fn install(&self, config: Config, version: u64, loaded_at: SystemTime) -> Arc<Snapshot> {
         let drain = Drain::now(config.drain_timeout);
         let mut snapshot = Snapshot::new(config, version, &self.registry);
@@ -343,6 +351,8 @@ impl Shared {
         let snapshot = Arc::new(snapshot);
         self.current.store(snapshot.clone());
         *self.health.lock().expect("not poisoned") = HealthChecks::start(&snapshot);
+        *self.rebalancers.lock().expect("not poisoned") =
+            Rebalancers::start(&snapshot, self.metrics.clone());
         for (pool, addr) in self.registry.drain_removed(&snapshot.config, drain) {
             info!(%pool, backend = %addr, drain_timeout = ?drain.timeout, "backend removed: draining");
         }
@@ -390,6 +400,8 @@ async fn bind(name: &str, addr: SocketAddr) -> Result<TcpListener, BindError> {
 
 async fn accept_loop(key: ListenerKey, listener: TcpListener, shared: Arc<Shared>) {
     let mut backoff = AcceptBackoff::new(key.bind());
+    // Admission state lives as long as the listener's socket, across reloads.
+    let gate = Arc::new(Gate::default());
     loop {
         // Public listeners leave the last descriptors to the admin
         // listener: at the limit, clients wait in the backlog instead.
@@ -406,6 +418,7 @@ async fn accept_loop(key: ListenerKey, listener: TcpListener, shared: Arc<Shared
                     snapshot: shared.current.load_full(),
                     guard: shared.tracker.enter(),
                     runtime: shared.runtime.clone(),
+                    gate: gate.clone(),
                 };
                 tokio::spawn(connection::serve(stream, accepted));
             }

@@ -7,6 +7,8 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
+use tokio::time::Instant;
+
 use crate::balance::{BackendState, PoolBalancer};
 use crate::config::{self, Config};
 use crate::route::RouteTable;
@@ -50,6 +52,9 @@ impl Snapshot {
             .iter()
             .map(|pool| PoolBalancer::new(pool, registry.states_for(pool)))
             .collect();
+        registry
+            .started
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         Snapshot {
             version,
             loaded_at: SystemTime::now(),
@@ -106,6 +111,9 @@ pub struct Registry {
     /// Set by graceful shutdown: every backend drains, including any a
     /// reload adds while the shutdown runs.
     shutdown: Mutex<Option<Drain>>,
+    /// A first snapshot was built: backends added from now on come up
+    /// (slow start).
+    started: std::sync::atomic::AtomicBool,
 }
 
 impl Registry {
@@ -120,6 +128,7 @@ impl Registry {
     /// new connections.
     pub(crate) fn states_for(&self, pool: &config::Pool) -> Vec<Arc<BackendState>> {
         let shutdown = *self.shutdown.lock().expect("not poisoned");
+        let started = self.started.load(std::sync::atomic::Ordering::Relaxed);
         let mut entries = self.lock();
         pool.backends
             .iter()
@@ -129,6 +138,11 @@ impl Registry {
                     let state = Arc::new(BackendState::new(b.addr));
                     if let Some(drain) = shutdown {
                         state.announce_drain(drain);
+                    }
+                    // Added by a reload: it comes up now (slow start). The
+                    // first configuration's backends start together.
+                    if started {
+                        state.came_up(Instant::now());
                     }
                     state
                 });

@@ -13,8 +13,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 /// Where a connection starts; the data path is everything these reach.
-const DATA_PATH: [&str; 12] = [
+const DATA_PATH: [&str; 13] = [
     "connection",
+    "admission",
     "tls",
     "handshake",
     "route",

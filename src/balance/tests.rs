@@ -27,6 +27,8 @@ fn pool(balance: Balance, source: Option<StickySource>, weights: &[u32]) -> Pool
         }),
         hash_balance_factor: None,
         health_check: None,
+        slow_start: Duration::ZERO,
+        rebalance: None,
         entries: (backends.iter())
             .map(|b| BackendEntry {
                 target: Target::Addr(b.addr),

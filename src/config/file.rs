@@ -75,6 +75,14 @@ pub struct Defaults {
     pub ping_timeout: Option<Spanned<RawDuration>>,
     /// Duration; global only.
     pub drain_timeout: Option<Spanned<RawDuration>>,
+    /// Duration; "0s": off.
+    pub max_lifetime: Option<Spanned<RawDuration>>,
+    /// Client-to-backend data messages per second.
+    pub max_messages_per_second: Option<Spanned<i64>>,
+    /// Messages at once above that rate.
+    pub message_burst: Option<Spanned<i64>>,
+    /// `"slow"` or `"close"`.
+    pub on_message_rate: Option<Spanned<String>>,
     /// `reject` or `proxy`.
     pub http: Option<Spanned<String>>,
     /// Bytes; 0 for no limit.
@@ -97,6 +105,38 @@ pub struct Listener {
     pub tls: Option<Spanned<Tls>>,
     /// Duration.
     pub keepalive_timeout: Option<Spanned<RawDuration>>,
+    /// Limits per client address (admission control).
+    pub per_client: Option<Spanned<PerClient>>,
+    /// Open client connections, handshakes included.
+    pub max_connections: Option<Spanned<i64>>,
+    /// Connections still in TLS or reading their request.
+    pub max_pending_handshakes: Option<Spanned<i64>>,
+    /// Upgrades above a rate wait in a queue.
+    pub admit: Option<Spanned<Admit>>,
+}
+
+/// A listener's `per_client` table.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PerClient {
+    /// Connections one client may hold open.
+    pub max_connections: Option<Spanned<i64>>,
+    /// New connections per second, sustained.
+    pub handshakes_per_second: Option<Spanned<f64>>,
+    /// New connections at once above the rate.
+    pub burst: Option<Spanned<i64>>,
+    /// Address ranges the limits do not apply to.
+    pub exempt: Option<Spanned<Vec<Spanned<String>>>>,
+}
+
+/// A listener's `admit` table.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Admit {
+    /// Upgrades per second passed on to routing and backends; required.
+    pub handshakes_per_second: Option<Spanned<f64>>,
+    /// Longest wait in the queue; duration.
+    pub queue: Option<Spanned<RawDuration>>,
 }
 
 /// A listener's `tls` table.
@@ -154,6 +194,14 @@ pub struct Route {
     pub ping_interval: Option<Spanned<RawDuration>>,
     /// Duration.
     pub ping_timeout: Option<Spanned<RawDuration>>,
+    /// Duration; "0s": off.
+    pub max_lifetime: Option<Spanned<RawDuration>>,
+    /// Client-to-backend data messages per second.
+    pub max_messages_per_second: Option<Spanned<i64>>,
+    /// Messages at once above that rate.
+    pub message_burst: Option<Spanned<i64>>,
+    /// `"slow"` or `"close"`.
+    pub on_message_rate: Option<Spanned<String>>,
     /// `reject` or `proxy`.
     pub http: Option<Spanned<String>>,
     /// Bytes; 0 for no limit.
@@ -174,6 +222,10 @@ pub struct Pool {
     pub sticky: Option<Spanned<Sticky>>,
     /// Above 1.0, sticky pools only.
     pub hash_balance_factor: Option<Spanned<f64>>,
+    /// Duration a backend that comes up ramps over; "0s": off.
+    pub slow_start: Option<Spanned<RawDuration>>,
+    /// Gradual rebalancing of long-lived connections.
+    pub rebalance: Option<Spanned<Rebalance>>,
     /// Active checks.
     pub health_check: Option<Spanned<HealthCheck>>,
     /// Required, at least one.
@@ -232,6 +284,16 @@ impl<'de> Visitor<'de> for BackendTlsVisitor {
         let table = BackendTlsTable::deserialize(de::value::MapAccessDeserializer::new(map))?;
         Ok(BackendTls::Table(table))
     }
+}
+
+/// A pool's `rebalance` table.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rebalance {
+    /// How far over its fair share a backend may be, e.g. 0.2.
+    pub tolerance: Option<Spanned<f64>>,
+    /// The most rebalancing closes per second.
+    pub max_closes_per_second: Option<Spanned<f64>>,
 }
 
 /// A pool's `sticky` table.

@@ -5,6 +5,7 @@
 //! doc says how to add a key). The running proxy only ever reads these
 //! validated types.
 
+mod admission;
 mod file;
 mod validate;
 
@@ -14,6 +15,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use admission::{Admit, Cidr, ListenerAdmission, PerClient, Rate};
 pub use validate::parse;
 
 /// The default listener `max_header_bytes`: request line plus headers.
@@ -77,6 +79,8 @@ pub struct Listener {
     pub max_header_bytes: usize,
     /// Present for wss:// listeners.
     pub tls: Option<Tls>,
+    /// Per-client limits, global caps and the admit queue.
+    pub admission: ListenerAdmission,
     /// An idle client connection between proxied HTTP requests closes
     /// after this.
     pub keepalive_timeout: Duration,
@@ -226,6 +230,48 @@ pub struct Limits {
     /// A proxied HTTP request's backend must send its response head within
     /// this, counted from the end of the request body; else 504.
     pub response_timeout: Duration,
+    /// Connections older than this (± 10%) are closed 1001; zero: never.
+    pub max_lifetime: Duration,
+    /// Client-to-backend data messages per second; `None`: no limit.
+    pub max_messages_per_second: Option<u32>,
+    /// Messages at once above the rate; `None`: one second's worth.
+    pub message_burst: Option<u32>,
+    /// What happens to a client over the message rate.
+    pub on_message_rate: OnMessageRate,
+}
+
+/// What the proxy does with a client sending over its message rate.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum OnMessageRate {
+    /// Stop reading it until the bucket refills: TCP pushes back and
+    /// nothing is lost.
+    #[default]
+    Slow,
+    /// Close 1008 to the client, 1001 to the backend.
+    Close,
+}
+
+/// A route's message rate, resolved from its three keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MessageRate {
+    /// Messages per second, at least 1.
+    pub per_second: u32,
+    /// The bucket's size, at least 1.
+    pub burst: u32,
+    /// What happens over the rate.
+    pub on_exceed: OnMessageRate,
+}
+
+impl Limits {
+    /// The message rate, when the route limits it.
+    pub fn message_rate(&self) -> Option<MessageRate> {
+        let per_second = self.max_messages_per_second?;
+        Some(MessageRate {
+            per_second,
+            burst: self.message_burst.unwrap_or(per_second),
+            on_exceed: self.on_message_rate,
+        })
+    }
 }
 
 /// What a route does with a request that carries no `Upgrade: websocket`.
@@ -246,6 +292,10 @@ impl Default for Limits {
             connect_timeout: Duration::from_secs(3),
             ping_interval: Duration::ZERO,
             ping_timeout: Duration::from_secs(10),
+            max_lifetime: Duration::ZERO,
+            max_messages_per_second: None,
+            message_burst: None,
+            on_message_rate: OnMessageRate::Slow,
             http: HttpMode::Reject,
             max_request_body_bytes: 0,
             response_timeout: Duration::from_secs(60),
@@ -282,6 +332,21 @@ pub struct Pool {
     pub tls: Option<BackendTls>,
     /// Idle keep-alive connections kept per backend for proxied HTTP.
     pub max_idle_per_backend: usize,
+    /// A backend that comes up ramps its share of new connections from 10%
+    /// to 100% of its weight over this; zero: off.
+    pub slow_start: Duration,
+    /// Gradual rebalancing of long-lived connections; `None`: off.
+    pub rebalance: Option<Rebalance>,
+}
+
+/// `rebalance = { tolerance, max_closes_per_second }`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Rebalance {
+    /// A backend over `(1 + tolerance)` times its weighted fair share is
+    /// overloaded.
+    pub tolerance: f64,
+    /// The most rebalancing closes per second, for the whole pool.
+    pub max_closes_per_second: f64,
 }
 
 /// One entry of a pool's `backends`, as written.

@@ -27,6 +27,7 @@
 //! 4. Tests: a case in `tests/<table>.rs` for each problem the key can
 //!    have; docs/configuration.md and config.example.toml for the key.
 
+mod admission;
 mod backend_tls;
 mod keys;
 mod listener;

@@ -15,7 +15,7 @@ use tokio::time::Instant;
 use super::pump::Event;
 use super::state::Direction;
 use crate::close::{CloseCode, CloseInfo, Initiator};
-use crate::config::Limits;
+use crate::config::{Limits, MessageRate, OnMessageRate};
 
 /// After the first close frame, how long the other side has to answer
 /// before the TCP connections are closed anyway (contract: 5 s).
@@ -115,6 +115,34 @@ pub struct Lifecycle {
     metered: bool,
     /// When the counts are next added to the metrics (set by traffic).
     flush_at: Option<Instant>,
+    /// When the route's `max_lifetime` ends this connection.
+    end_of_life: Option<Instant>,
+    /// The client's message bucket, when the route limits its rate.
+    bucket: Option<Bucket>,
+}
+
+/// A token bucket of client-to-backend data messages.
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
+    rate: MessageRate,
+    /// Below zero only with `"close"`, which then closes.
+    tokens: f64,
+    at: Instant,
+    /// Messages counted so far.
+    seen: u64,
+    /// While the budget is spent: when the next token is back.
+    resume_at: Option<Instant>,
+}
+
+/// What the client's message rate allows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pace {
+    /// Data messages from the client that may have passed in all; `None`:
+    /// no limit. Past it, its side is not read until the lifecycle's next
+    /// deadline.
+    Budget(Option<u64>),
+    /// Over the rate with `"close"`: carry these orders out.
+    Close(Orders),
 }
 
 impl Lifecycle {
@@ -132,6 +160,72 @@ impl Lifecycle {
             drain_at: None,
             metered,
             flush_at: None,
+            end_of_life: None,
+            bucket: limits.message_rate().map(|rate| Bucket {
+                rate,
+                tokens: f64::from(rate.burst),
+                at: now,
+                seen: 0,
+                resume_at: None,
+            }),
+        }
+    }
+
+    /// The connection is closed with 1001 "max lifetime" both ways at
+    /// `at` (the relay spreads the route's `max_lifetime` per connection).
+    pub fn end_of_life(&mut self, at: Instant) {
+        self.end_of_life = Some(at);
+    }
+
+    /// The client has sent `messages` data messages by `now`: how many may
+    /// have passed in all. Messages take tokens as their final frame
+    /// passes. With `"slow"`, the client's side is read only while a token
+    /// is left (TCP pushes back on the client, nothing is lost); with
+    /// `"close"`, a message past the bucket closes 1008 to the client and
+    /// 1001 to the backend.
+    pub fn client_messages(&mut self, messages: u64, now: Instant) -> Pace {
+        let Some(b) = &mut self.bucket else {
+            return Pace::Budget(None);
+        };
+        if self.closing_since.is_some() {
+            return Pace::Budget(None);
+        }
+        let per_second = f64::from(b.rate.per_second);
+        let elapsed = now.saturating_duration_since(b.at).as_secs_f64();
+        b.tokens = (b.tokens + elapsed * per_second).min(f64::from(b.rate.burst));
+        b.at = now;
+        b.tokens -= messages.saturating_sub(b.seen) as f64;
+        b.seen = messages;
+        b.resume_at = None;
+        match b.rate.on_exceed {
+            OnMessageRate::Close if b.tokens < 0.0 => {
+                self.record(CloseCode::POLICY_VIOLATION, Initiator::Client);
+                self.closing_since = Some(now);
+                let to_backend = Order {
+                    close: Some((CloseCode::GOING_AWAY, "message rate")),
+                    ..Order::default()
+                };
+                let to_client = Order {
+                    close: Some((CloseCode::POLICY_VIOLATION, "message rate")),
+                    ..Order::default()
+                };
+                Pace::Close(Orders::of(
+                    Direction::ClientToBackend,
+                    to_backend,
+                    to_client,
+                ))
+            }
+            // One message past the tokens may start, so that it is seen
+            // and closes the connection; nothing after it passes.
+            OnMessageRate::Close => Pace::Budget(Some(messages + whole_tokens(b.tokens) + 1)),
+            OnMessageRate::Slow => {
+                let whole = whole_tokens(b.tokens);
+                if whole == 0 {
+                    let wait = (1.0 - b.tokens) / per_second;
+                    b.resume_at = Some(now + Duration::from_secs_f64(wait));
+                }
+                Pace::Budget(Some(messages + whole))
+            }
         }
     }
 
@@ -227,6 +321,27 @@ impl Lifecycle {
         orders
     }
 
+    /// Rebalancing asks this connection to move at `now`: close 1012
+    /// "rebalance" to the client, which tells it to reconnect (and the
+    /// balancer places it anew), and 1001 to the backend. Nothing when the
+    /// connection is closing already.
+    pub fn rebalance(&mut self, now: Instant) -> Orders {
+        if self.closing_since.is_some() {
+            return Orders::default();
+        }
+        self.record(CloseCode::SERVICE_RESTART, Initiator::Proxy);
+        self.closing_since = Some(now);
+        let to_backend = Order {
+            close: Some((CloseCode::GOING_AWAY, "rebalance")),
+            ..Order::default()
+        };
+        let to_client = Order {
+            close: Some((CloseCode::SERVICE_RESTART, "rebalance")),
+            ..Order::default()
+        };
+        Orders::of(Direction::ClientToBackend, to_backend, to_client)
+    }
+
     /// A drain wants this connection closed at `at`.
     pub fn drain(&mut self, at: Instant) {
         self.drain_at = Some(at);
@@ -238,7 +353,11 @@ impl Lifecycle {
             Some(since) => since + CLOSE_GRACE,
             None => {
                 let mut next = self.last_activity + self.limits.idle_timeout;
-                if let Some(at) = self.drain_at {
+                let resume = self.bucket.and_then(|b| b.resume_at);
+                for at in [self.drain_at, self.end_of_life, resume]
+                    .into_iter()
+                    .flatten()
+                {
                     next = next.min(at);
                 }
                 if !self.limits.ping_interval.is_zero() {
@@ -270,6 +389,8 @@ impl Lifecycle {
         }
         tick.due = if self.drain_at.is_some_and(|at| now >= at) {
             Some(self.close_both(CloseCode::GOING_AWAY, "draining", now))
+        } else if self.end_of_life.is_some_and(|at| now >= at) {
+            Some(self.close_both(CloseCode::GOING_AWAY, "max lifetime", now))
         } else if now >= self.last_activity + self.limits.idle_timeout {
             Some(self.close_both(CloseCode::GOING_AWAY, "idle timeout", now))
         } else if self.limits.ping_interval.is_zero() {
@@ -329,6 +450,12 @@ impl Lifecycle {
     }
 }
 
+/// The whole tokens in a bucket; the epsilon absorbs rounding, so that
+/// ten tenths of a token are one.
+fn whole_tokens(tokens: f64) -> u64 {
+    (tokens + 1e-9).floor().max(0.0) as u64
+}
+
 /// Both directions and both write halves at a moment, for
 /// [`Lifecycle::is_done`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -379,3 +506,6 @@ fn broke_rule_reason(who: Initiator) -> &'static str {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod admission_tests;

@@ -28,7 +28,7 @@ use tracing::debug;
 use crate::close::{CloseCode, CloseInfo, Initiator};
 use crate::config::Limits;
 use crate::metrics::Meter;
-use lifecycle::{side_through, Due, Ends, Lifecycle, Orders};
+use lifecycle::{side_through, Due, Ends, Lifecycle, Orders, Pace};
 use pump::{Event, Pump, SourceEnd};
 use state::{Direction, Rules};
 
@@ -48,6 +48,17 @@ pub use crate::close::{Counts, End};
 
 /// Resolves to the moment a drain wants this connection closed.
 pub type Stop = Pin<Box<dyn Future<Output = Instant> + Send>>;
+
+/// Resolves when rebalancing asks this connection to move elsewhere.
+pub type Move = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// What may end a connection from outside: a drain, and rebalancing.
+pub struct Signals {
+    /// Resolves to the moment a drain wants the connection closed.
+    pub stop: Stop,
+    /// Resolves when rebalancing asks the connection to move; `None`: never.
+    pub moved: Option<Move>,
+}
 
 /// A stream over TCP whose socket the relay can watch for a reset while it
 /// does not read from it (the other side pushes back): a peer that resets
@@ -76,15 +87,16 @@ impl Socket for tokio_rustls::client::TlsStream<TcpStream> {
 }
 
 /// Relays until the connection closes, then closes both sockets. When
-/// `stop` resolves, the connection is closed with 1001 at the moment it
-/// names. Traffic is reported to `meter` now and then and at the end.
+/// `signals.stop` resolves, the connection is closed with 1001 at the
+/// moment it names; when `signals.moved` does, with 1012 to the client.
+/// Traffic is reported to `meter` now and then and at the end.
 pub async fn run<C, B>(
     mut client: C,
     client_pre: Bytes,
     mut backend: B,
     backend_pre: Bytes,
     settings: Settings,
-    stop: Stop,
+    signals: Signals,
     meter: Option<Meter>,
 ) -> End
 where
@@ -92,7 +104,8 @@ where
     B: AsyncRead + AsyncWrite + Socket + Unpin,
 {
     let started = Instant::now();
-    let mut relay = Relay::new(settings, &client_pre, &backend_pre, stop, meter);
+    let mut relay = Relay::new(settings, &client_pre, &backend_pre, signals.stop, meter);
+    relay.moved = signals.moved;
     // These may be views into the handshake's read buffers (hyper's and the
     // backend answer's): holding them would pin those buffers for the whole
     // connection. Their bytes are in the relay's own stash by now.
@@ -160,6 +173,19 @@ impl Watch {
     }
 }
 
+/// `lifetime` ± 10%, chosen at random per connection, so that connections
+/// opened together (after a restart) do not all close together.
+fn spread(lifetime: std::time::Duration) -> std::time::Duration {
+    use std::hash::{BuildHasher, Hasher};
+    // Each RandomState has fresh keys: hashing nothing with them gives a
+    // random number without a dependency or a syscall.
+    let random = std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish();
+    let factor = 0.9 + 0.2 * (random as f64 / u64::MAX as f64);
+    lifetime.mul_f64(factor)
+}
+
 /// A second handle on the same socket, registered with the runtime.
 fn duplicate(tcp: &TcpStream) -> io::Result<TcpStream> {
     use std::os::fd::AsFd;
@@ -184,6 +210,8 @@ struct Relay {
     armed_for: Instant,
     /// Pending until a drain covers this connection.
     stop: Option<Stop>,
+    /// Pending until rebalancing asks this connection to move.
+    moved: Option<Move>,
     meter: Option<Meter>,
     client_watch: Watch,
     backend_watch: Watch,
@@ -203,10 +231,19 @@ impl Relay {
             deflate: settings.deflate,
         };
         let now = Instant::now();
-        let life = Lifecycle::new(settings.limits, meter.is_some(), now);
+        let mut life = Lifecycle::new(settings.limits, meter.is_some(), now);
+        if !settings.limits.max_lifetime.is_zero() {
+            life.end_of_life(now + spread(settings.limits.max_lifetime));
+        }
+        let mut c2b = Pump::new(Direction::ClientToBackend, rules, client_pre);
+        // The message rate holds from the first byte, bytes read with the
+        // request included.
+        if let Pace::Budget(budget) = life.client_messages(0, now) {
+            c2b.set_budget(budget);
+        }
         let next = life.next_deadline();
         Relay {
-            c2b: Pump::new(Direction::ClientToBackend, rules, client_pre),
+            c2b,
             b2c: Pump::new(Direction::BackendToClient, rules, backend_pre),
             life,
             client_fin: false,
@@ -214,6 +251,7 @@ impl Relay {
             timer: Box::pin(tokio::time::sleep_until(next)),
             armed_for: next,
             stop: Some(stop),
+            moved: None,
             meter,
             client_watch: Watch::Idle,
             backend_watch: Watch::Idle,
@@ -249,11 +287,19 @@ impl Relay {
                 acted = true;
             }
             acted |= self.watch(cx, client.tcp(), backend.tcp());
-            self.observe();
+            acted |= self.observe();
             if let Some(stop) = &mut self.stop {
                 if let Poll::Ready(at) = stop.as_mut().poll(cx) {
                     self.life.drain(at);
                     self.stop = None;
+                    acted = true;
+                }
+            }
+            if let Some(moved) = &mut self.moved {
+                if moved.as_mut().poll(cx).is_ready() {
+                    self.moved = None;
+                    let orders = self.life.rebalance(Instant::now());
+                    self.apply(orders);
                     acted = true;
                 }
             }
@@ -313,14 +359,24 @@ impl Relay {
         acted
     }
 
-    /// Tells the lifecycle about traffic and close frames passing through.
-    fn observe(&mut self) {
+    /// Tells the lifecycle about traffic, close frames passing through and
+    /// the client's messages; true when the client's reads were paused or
+    /// resumed, or a close ordered, by its message rate.
+    fn observe(&mut self) -> bool {
         let now = Instant::now();
         self.life
             .traffic(now, self.c2b.state.bytes(), self.b2c.state.bytes());
         for pump in [&self.c2b, &self.b2c] {
             if let Some(code) = pump.state.close_code() {
                 self.life.close_passed(pump.state.direction(), code, now);
+            }
+        }
+        match self.life.client_messages(self.c2b.state.messages(), now) {
+            Pace::Budget(budget) => self.c2b.set_budget(budget),
+            Pace::Close(orders) => {
+                self.c2b.set_budget(None);
+                self.apply(orders);
+                true
             }
         }
     }

@@ -19,7 +19,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use super::lifecycle::{Flow, Order};
 use super::state::{Direction, DirectionState, Rules, Step, Violation, PING_TOKEN_LEN};
 use crate::close::{CloseCode, Counts};
-use crate::frame::{close_frame, ping_frame, MAX_CONTROL_FRAME_LEN};
+use crate::frame::{close_frame, parse_header, ping_frame, MAX_CONTROL_FRAME_LEN};
 
 /// The per-thread read buffer. 64 KiB lets one read carry several 16 KiB
 /// messages; it is shared by every connection the thread runs.
@@ -123,6 +123,10 @@ pub(crate) struct Pump {
     phase: Phase,
     /// The source is still read (until EOF or an error).
     reading: bool,
+    /// Data messages allowed through so far, when the route limits the
+    /// client's message rate: at a frame boundary with this many passed,
+    /// the source is not read until the lifecycle allows more.
+    budget: Option<u64>,
     /// The destination accepted bytes since its last flush.
     unflushed: bool,
 }
@@ -147,8 +151,21 @@ impl Pump {
             queued_close: None,
             phase: Phase::Forwarding,
             reading: true,
+            budget: None,
             unflushed: false,
         }
+    }
+
+    /// Sets how many data messages may have passed in all (`None`: no
+    /// limit); true when that changed.
+    pub(crate) fn set_budget(&mut self, budget: Option<u64>) -> bool {
+        std::mem::replace(&mut self.budget, budget) != budget
+    }
+
+    /// The budget is spent and the next frame would start past it.
+    fn over_budget(&self) -> bool {
+        self.budget
+            .is_some_and(|b| self.state.messages() >= b && self.state.at_frame_boundary())
     }
 
     /// Frames the proxy writes this way are masked (towards the backend,
@@ -308,7 +325,10 @@ impl Pump {
                 }
                 self.unflushed = false;
             }
-            if !self.reading {
+            // Over its message rate, the source is left unread: TCP pushes
+            // back and nothing is lost. The lifecycle's timer wakes the relay
+            // when there is budget again.
+            if !self.reading || (self.forwarding() && self.over_budget()) {
                 return Poll::Pending;
             }
             let outcome = SCRATCH.with(|scratch| {
@@ -423,6 +443,23 @@ impl Pump {
                 continue;
             }
             let mut input = &buf[cursor.written..];
+            if self.budget.is_some() {
+                if self.over_budget() {
+                    return Poll::Pending;
+                }
+                // One frame per step, so that the budget is checked at
+                // every frame boundary, not once per read.
+                let len = match self.state.frame_remaining() {
+                    0 => parse_header(input)
+                        .ok()
+                        .flatten()
+                        .map_or(u64::MAX, |h| h.header_len() as u64 + h.payload_len),
+                    left => left,
+                };
+                if len < input.len() as u64 {
+                    input = &input[..len as usize];
+                }
+            }
             if self.inject.is_some() {
                 // Pass only the rest of the frame in progress, so that the
                 // proxy's frame can follow it.

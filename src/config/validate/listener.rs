@@ -83,6 +83,7 @@ impl Checker<'_> {
                 .and_then(|b| usize::try_from(b).ok()),
         };
         let tls = optional(&l.tls, |t| self.tls(&format!("{path}.tls"), t));
+        let admission = self.listener_admission(&path, l);
         let keepalive_timeout = match &l.keepalive_timeout {
             None => Some(DEFAULT_KEEPALIVE_TIMEOUT),
             Some(v) => self.positive_duration(&format!("{path}.keepalive_timeout"), v),
@@ -92,6 +93,7 @@ impl Checker<'_> {
             bind: bind?,
             max_header_bytes: max_header_bytes?,
             tls: tls?,
+            admission: admission?,
             keepalive_timeout: keepalive_timeout?,
         })
     }

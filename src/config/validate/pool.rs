@@ -93,6 +93,13 @@ impl Checker<'_> {
                 self.report(format!("{path}.tls"), Some(written.span()), message);
             }
         }
+        let slow_start = match &p.slow_start {
+            None => Some(Duration::ZERO),
+            Some(v) => self.duration(&format!("{path}.slow_start"), v),
+        };
+        let rebalance = optional(&p.rebalance, |r| {
+            self.rebalance(&format!("{path}.rebalance"), r)
+        });
         let max_idle_per_backend = match &p.max_idle_per_backend {
             None => Some(DEFAULT_MAX_IDLE_PER_BACKEND),
             Some(v) => self.count(&format!("{path}.max_idle_per_backend"), v),
@@ -108,6 +115,8 @@ impl Checker<'_> {
             unresolved: Vec::new(),
             resolve_interval: resolve_interval?,
             tls: tls?,
+            slow_start: slow_start?,
+            rebalance: rebalance?,
             max_idle_per_backend: max_idle_per_backend?,
         })
     }

@@ -7,7 +7,7 @@ use toml::Spanned;
 use super::file::{self, RawDuration, RawSize};
 use super::values::{is_bracketed_ipv6, is_dns_name};
 use super::{optional, Checker};
-use crate::config::{HostPattern, HttpMode, Limits, Route};
+use crate::config::{HostPattern, HttpMode, Limits, OnMessageRate, Route};
 
 impl Checker<'_> {
     pub(super) fn route(
@@ -179,6 +179,34 @@ impl Checker<'_> {
                 }
             }
         }
+        self.admission_limits(table, keys, limits);
+    }
+
+    /// The admission-control keys of a route or `[defaults]`.
+    fn admission_limits(&mut self, table: &str, keys: &LimitKeys<'_>, limits: &mut Limits) {
+        let key = |k: &str| format!("{table}.{k}");
+        if let Some(v) = keys.max_lifetime {
+            let checked = self.duration(&key("max_lifetime"), v);
+            limits.max_lifetime = checked.unwrap_or(limits.max_lifetime);
+        }
+        if let Some(v) = keys.max_messages_per_second {
+            let checked = self.limit_count(&key("max_messages_per_second"), v);
+            limits.max_messages_per_second = checked.or(limits.max_messages_per_second);
+        }
+        if let Some(v) = keys.message_burst {
+            let checked = self.limit_count(&key("message_burst"), v);
+            limits.message_burst = checked.or(limits.message_burst);
+        }
+        if let Some(v) = keys.on_message_rate {
+            match v.get_ref().as_str() {
+                "slow" => limits.on_message_rate = OnMessageRate::Slow,
+                "close" => limits.on_message_rate = OnMessageRate::Close,
+                other => {
+                    let message = format!("unknown action {other:?}; write \"slow\" or \"close\"");
+                    self.report(key("on_message_rate"), Some(v.span()), message);
+                }
+            }
+        }
     }
 }
 
@@ -190,6 +218,10 @@ pub(super) struct LimitKeys<'f> {
     connect_timeout: Option<&'f Spanned<RawDuration>>,
     ping_interval: Option<&'f Spanned<RawDuration>>,
     ping_timeout: Option<&'f Spanned<RawDuration>>,
+    max_lifetime: Option<&'f Spanned<RawDuration>>,
+    max_messages_per_second: Option<&'f Spanned<i64>>,
+    message_burst: Option<&'f Spanned<i64>>,
+    on_message_rate: Option<&'f Spanned<String>>,
     http: Option<&'f Spanned<String>>,
     max_request_body_bytes: Option<&'f Spanned<RawSize>>,
     response_timeout: Option<&'f Spanned<RawDuration>>,
@@ -203,6 +235,10 @@ pub(super) fn limit_keys_of_defaults(d: &file::Defaults) -> LimitKeys<'_> {
         connect_timeout: d.connect_timeout.as_ref(),
         ping_interval: d.ping_interval.as_ref(),
         ping_timeout: d.ping_timeout.as_ref(),
+        max_lifetime: d.max_lifetime.as_ref(),
+        max_messages_per_second: d.max_messages_per_second.as_ref(),
+        message_burst: d.message_burst.as_ref(),
+        on_message_rate: d.on_message_rate.as_ref(),
         http: d.http.as_ref(),
         max_request_body_bytes: d.max_request_body_bytes.as_ref(),
         response_timeout: d.response_timeout.as_ref(),
@@ -217,6 +253,10 @@ pub(super) fn limit_keys_of_route(r: &file::Route) -> LimitKeys<'_> {
         connect_timeout: r.connect_timeout.as_ref(),
         ping_interval: r.ping_interval.as_ref(),
         ping_timeout: r.ping_timeout.as_ref(),
+        max_lifetime: r.max_lifetime.as_ref(),
+        max_messages_per_second: r.max_messages_per_second.as_ref(),
+        message_burst: r.message_burst.as_ref(),
+        on_message_rate: r.on_message_rate.as_ref(),
         http: r.http.as_ref(),
         max_request_body_bytes: r.max_request_body_bytes.as_ref(),
         response_timeout: r.response_timeout.as_ref(),

@@ -1,6 +1,7 @@
 //! Unit tests of validation, one file per table like the code; the
 //! helpers and the tests of the whole file are here.
 
+mod admission;
 mod http;
 mod keys;
 mod listener;
