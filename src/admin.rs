@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
-use http_body_util::Full;
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -19,6 +19,8 @@ use tokio::net::TcpListener;
 use tracing::{debug, info};
 
 use crate::config::{Balance, HostPattern};
+use crate::dashboard::{self, AdminBody, Dashboard};
+use crate::metrics::Exposition;
 use crate::server::{out_of_descriptors, AcceptBackoff, Server, Shared};
 
 /// Serves the admin listener `server` bound, if its configuration has one,
@@ -40,6 +42,7 @@ pub fn spawn(server: &Server) {
 /// ends.
 async fn serve(listener: TcpListener, addr: SocketAddr, shared: Arc<Shared>) {
     let mut backoff = AcceptBackoff::new(addr);
+    let dashboard = Dashboard::start(&shared);
     loop {
         let stream = match listener.accept().await {
             Ok((stream, _)) => stream,
@@ -61,10 +64,12 @@ async fn serve(listener: TcpListener, addr: SocketAddr, shared: Arc<Shared>) {
         };
         backoff.succeeded();
         let shared = shared.clone();
+        let dashboard = dashboard.clone();
         tokio::spawn(async move {
             let service = service_fn(move |req| {
                 let shared = shared.clone();
-                async move { Ok::<_, Infallible>(answer(req, &shared).await) }
+                let dashboard = dashboard.clone();
+                async move { Ok::<_, Infallible>(dispatch(req, &shared, &dashboard).await) }
             });
             if let Err(e) = http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), service)
@@ -74,6 +79,21 @@ async fn serve(listener: TcpListener, addr: SocketAddr, shared: Arc<Shared>) {
             }
         });
     }
+}
+
+/// The token check first, then the dashboard's endpoints, then the rest.
+async fn dispatch(
+    req: Request<Incoming>,
+    shared: &Arc<Shared>,
+    dashboard: &Dashboard,
+) -> Response<AdminBody> {
+    if let Some(denied) = dashboard::refusal(&req, shared) {
+        return denied;
+    }
+    if let Some(resp) = dashboard.answer(&req, shared) {
+        return resp;
+    }
+    answer(req, shared).await.map(BodyExt::boxed)
 }
 
 async fn answer(req: Request<Incoming>, shared: &Arc<Shared>) -> Response<Full<Bytes>> {
@@ -90,12 +110,18 @@ async fn answer(req: Request<Incoming>, shared: &Arc<Shared>) -> Response<Full<B
             }
         }
         (&Method::GET, "/metrics") => match &shared.metrics {
-            Some(metrics) => Response::builder()
-                .header("content-type", "text/plain; version=0.0.4; charset=utf-8")
-                .body(Full::new(Bytes::from(
-                    metrics.render(&shared.current.load(), &shared.registry),
-                )))
-                .expect("static headers are valid"),
+            Some(metrics) => {
+                let accept = req.headers().get(http::header::ACCEPT);
+                let format = Exposition::from_accept(accept.and_then(|v| v.to_str().ok()));
+                Response::builder()
+                    .header("content-type", format.content_type())
+                    .body(Full::new(Bytes::from(metrics.render(
+                        &shared.current.load(),
+                        &shared.registry,
+                        format,
+                    ))))
+                    .expect("static headers are valid")
+            }
             None => text(StatusCode::NOT_FOUND, "metrics are off\n"),
         },
         (&Method::GET, "/status") => json_response(StatusCode::OK, status(shared)),
@@ -103,12 +129,11 @@ async fn answer(req: Request<Incoming>, shared: &Arc<Shared>) -> Response<Full<B
             Ok(version) => json_response(StatusCode::OK, json!({ "version": version })),
             Err(e) => json_response(StatusCode::BAD_REQUEST, json!({ "errors": e.messages() })),
         },
-        (_, "/healthz" | "/readyz" | "/metrics" | "/status" | "/reload") => {
-            text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n")
-        }
+        (_, "/reload") => not_allowed("POST"),
+        (_, "/healthz" | "/readyz" | "/metrics" | "/status") => not_allowed("GET"),
         _ => text(
             StatusCode::NOT_FOUND,
-            "not found: try /healthz, /readyz, /metrics, /status or POST /reload\n",
+            "not found: try /, /healthz, /readyz, /metrics, /status or POST /reload\n",
         ),
     }
 }
@@ -152,6 +177,7 @@ fn status(shared: &Shared) -> serde_json::Value {
                         "max_connections": b.max_connections,
                         "up": state.is_up(now),
                         "draining": state.is_draining(),
+                        "drained_by_admin": shared.registry.is_held(&pool.name, b.addr),
                         "active": state.active(),
                         "slow_start_share": balancer.ramp(i, now),
                         "http_in_flight": state.http_in_flight(),
@@ -208,6 +234,15 @@ fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
         .header("content-type", "text/plain; charset=utf-8")
         .body(Full::new(Bytes::from_static(body.as_bytes())))
         .expect("static headers are valid")
+}
+
+/// 405 with the `Allow` header RFC 9110 section 15.5.6 requires.
+fn not_allowed(allow: &'static str) -> Response<Full<Bytes>> {
+    let mut response = text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
+    response
+        .headers_mut()
+        .insert(http::header::ALLOW, http::HeaderValue::from_static(allow));
+    response
 }
 
 fn json_response(status: StatusCode, value: serde_json::Value) -> Response<Full<Bytes>> {

@@ -16,7 +16,7 @@
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -152,6 +152,17 @@ pub struct BackendState {
     drain: watch::Sender<Option<Drain>>,
     /// Proxied HTTP requests in flight (each also holds a lease).
     http_in_flight: AtomicU32,
+    /// The last active health check, for the dashboard.
+    last_check: Mutex<Option<CheckResult>>,
+}
+
+/// The outcome of one active health check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckResult {
+    /// When it finished.
+    pub at: Instant,
+    /// Why it failed; `None` when it passed.
+    pub error: Option<String>,
 }
 
 impl BackendState {
@@ -168,6 +179,7 @@ impl BackendState {
             roster: roster::Roster::default(),
             drain: watch::Sender::new(None),
             http_in_flight: AtomicU32::new(0),
+            last_check: Mutex::new(None),
         }
     }
 
@@ -257,6 +269,21 @@ impl BackendState {
         if self.draining.swap(draining, Ordering::Relaxed) && !draining {
             self.came_up(Instant::now());
         }
+    }
+
+    /// Records an active health check that finished now (`error` is
+    /// `None` when it passed). Marking up or down stays with the caller.
+    pub fn record_check(&self, error: Option<String>) {
+        let result = CheckResult {
+            at: Instant::now(),
+            error,
+        };
+        *self.last_check.lock().expect("not poisoned") = Some(result);
+    }
+
+    /// The last active health check, if the pool has checks and one ran.
+    pub fn last_check(&self) -> Option<CheckResult> {
+        self.last_check.lock().expect("not poisoned").clone()
     }
 
     /// Announces `drain` to this backend's connections, unless one is

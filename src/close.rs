@@ -34,6 +34,9 @@ impl CloseCode {
     /// 1014: Bad Gateway, the backend misbehaved or vanished (IANA
     /// WebSocket Close Code Number Registry).
     pub const BAD_GATEWAY: CloseCode = CloseCode(1014);
+    /// 1013: Try Again Later (IANA registry); a client too slow for the
+    /// messages pushed to it.
+    pub const TRY_AGAIN_LATER: CloseCode = CloseCode(1013);
     /// 1005: the close frame carried no code. Never sent on the wire
     /// (RFC 6455 section 7.4.1); it only reports an empty close body.
     pub const NO_STATUS: CloseCode = CloseCode(1005);

@@ -20,16 +20,18 @@ use tokio::time::{timeout_at, Instant};
 use tracing::{debug, info, warn};
 
 use crate::admission::{Gate, Ticket};
+use crate::auth::{Admitted, Denial};
 use crate::close::{CloseCode, CloseInfo, Initiator};
-use crate::config::{Admit, HostPattern, HttpMode, StickySource};
+use crate::config::{self, Admit, Cidr, HttpMode, ProxyProtocol, StickySource};
 use crate::handshake::{self, FirstByte, ReadHeadError, Reject, Rewind};
 use crate::http_proxy::framing::{Scanned, Verdict};
 use crate::metrics::{ConnectionLabels, Meter};
+use crate::proxy_protocol::{self, Header, ReadError};
 use crate::runtime::Runtime;
 use crate::shutdown::{self, Guard};
 use crate::snapshot::{ListenerKey, Snapshot};
 use crate::upstream::{self, Offer, RefusalBody};
-use crate::{affinity, balance, http_proxy, relay, rfc6455, tls};
+use crate::{affinity, auth, balance, client_addr, http_proxy, push, relay, rfc6455, tls};
 use admit::{admission_refused, pending, refuse_at_accept, wait_for_admission};
 
 mod admit;
@@ -54,8 +56,14 @@ pub struct Accepted {
 
 /// What the handshake needs of [`Accepted`], shared with hyper's service.
 struct Context {
+    /// The TCP peer, or the client a PROXY protocol header named.
     peer: SocketAddr,
+    /// Where that client connected: the PROXY header's destination, or
+    /// this socket's local address.
+    destination: SocketAddr,
     listener: Arc<str>,
+    /// Index of the listener in the snapshot's configuration.
+    listener_index: usize,
     snapshot: Arc<Snapshot>,
     shared: Arc<Runtime>,
     guard: std::sync::Mutex<Option<Guard>>,
@@ -82,6 +90,8 @@ struct AccessInfo {
     path: String,
     route: String,
     subprotocol: String,
+    /// The authenticated subject, when the route checks who connects.
+    user: Option<String>,
 }
 
 /// Serves one accepted TCP connection to its end.
@@ -91,13 +101,30 @@ pub async fn serve(stream: TcpStream, accepted: Accepted) {
         // A reload removed the listener between accept and now.
         return;
     };
+    let mut stream = stream;
+    let deadline = Instant::now() + snapshot.config.handshake_timeout;
+    let local = stream.local_addr().unwrap_or(accepted.peer);
+    let (peer, destination) = match listener.proxy_protocol {
+        None => (accepted.peer, local),
+        Some(versions) => {
+            let read = proxy_header(&mut stream, versions, listener, &accepted, deadline);
+            match read.await {
+                Some(Header::Proxy {
+                    source,
+                    destination,
+                }) => (source, destination),
+                Some(Header::Local) => (accepted.peer, local),
+                None => return,
+            }
+        }
+    };
     let admission = &listener.admission;
-    let entered = accepted
-        .gate
-        .enter(accepted.peer.ip(), admission, Instant::now());
+    let entered = accepted.gate.enter(peer.ip(), admission, Instant::now());
     let accepted = Arc::new(Context {
-        peer: accepted.peer,
+        peer,
+        destination,
         listener: Arc::from(listener.name.as_str()),
+        listener_index: index,
         snapshot: accepted.snapshot,
         shared: accepted.runtime,
         guard: std::sync::Mutex::new(Some(accepted.guard)),
@@ -109,7 +136,7 @@ pub async fn serve(stream: TcpStream, accepted: Accepted) {
         requests: Default::default(),
         client_cert: std::sync::OnceLock::new(),
     });
-    let mut stream = stream;
+    debug!(peer = %accepted.peer, listener = %accepted.listener, "connection opened");
     let ticket = match entered {
         Ok(ticket) => ticket,
         Err(refusal) => {
@@ -121,7 +148,6 @@ pub async fn serve(stream: TcpStream, accepted: Accepted) {
     *accepted.ticket.lock().expect("not poisoned") = Some(ticket);
     // Small frames must not wait for Nagle's algorithm on either side.
     let _ = stream.set_nodelay(true);
-    let deadline = Instant::now() + snapshot.config.handshake_timeout;
     let limit = listener.max_header_bytes;
     match &snapshot.tls[index] {
         None => {
@@ -174,6 +200,44 @@ pub async fn serve(stream: TcpStream, accepted: Accepted) {
     }
 }
 
+/// Reads the PROXY protocol header that must start the connection; `None`
+/// when the connection is to be closed. There is no answer on failure:
+/// whatever sent this is no HTTP client, and the balancer in front must not
+/// mistake an answer for a backend's.
+async fn proxy_header(
+    stream: &mut TcpStream,
+    versions: ProxyProtocol,
+    listener: &config::Listener,
+    accepted: &Accepted,
+    deadline: Instant,
+) -> Option<Header> {
+    let peer = accepted.peer;
+    let failed = |reason: &'static str, detail: &dyn std::fmt::Display| {
+        if let Some(m) = &accepted.runtime.metrics {
+            m.proxy_protocol_error(&listener.name, reason);
+        }
+        info!(peer = %peer, listener = %listener.name, reason = %detail, "connection closed: PROXY protocol");
+        None
+    };
+    let from = &listener.proxy_protocol_from;
+    if !from.is_empty() && !Cidr::any_contains(from, peer.ip()) {
+        return failed("untrusted", &"peer not in proxy_protocol_from");
+    }
+    match timeout_at(deadline, proxy_protocol::read(stream, versions)).await {
+        Ok(Ok(header)) => Some(header),
+        Ok(Err(ReadError::Header(e))) => failed(e.reason(), &e),
+        Ok(Err(ReadError::Closed(true))) => {
+            debug!(peer = %peer, "closed before sending anything");
+            None
+        }
+        Ok(Err(e)) => failed("malformed", &e),
+        Err(_) => failed(
+            "timeout",
+            &"no PROXY protocol header in time (handshake_timeout)",
+        ),
+    }
+}
+
 /// Reads the request head, then lets hyper parse it and drive the upgrade.
 async fn serve_http<IO>(
     mut io: IO,
@@ -205,6 +269,7 @@ async fn serve_http<IO>(
             linger(&mut io).await;
             access_rejected(
                 &accepted,
+                accepted.peer,
                 None,
                 None,
                 408,
@@ -259,6 +324,7 @@ async fn reject_raw<IO: AsyncRead + AsyncWrite + Unpin>(
 ) {
     access_rejected(
         accepted,
+        accepted.peer,
         None,
         None,
         reject.status().as_u16(),
@@ -316,6 +382,7 @@ where
         let status = failure.status().as_u16();
         access_rejected(
             &accepted,
+            accepted.peer,
             None,
             Some(req.uri().path()),
             status,
@@ -324,8 +391,22 @@ where
         return failure.response().map(Either::Right);
     }
     if let Some(route_index) = plain_http_route(&req, &accepted) {
+        let trusted = &accepted.snapshot.config.listeners[accepted.listener_index].trusted_proxies;
+        let client = client_addr::resolve(accepted.peer, trusted, req.headers());
+        // A route's `auth` admits plain HTTP requests as it admits upgrades.
+        if let Some(auth) = &accepted.snapshot.config.routes[route_index].auth {
+            let forwarder = &accepted.shared.forwarder;
+            let metrics = accepted.shared.metrics.as_deref();
+            if let Err(denial) =
+                auth::admit(auth, &mut req, (client, tls), forwarder, metrics).await
+            {
+                let answer = denied(&accepted, &req, client, denial);
+                return answer.map(|body| Either::Left(Either::Left(body)));
+            }
+        }
         let client = http_proxy::Client {
-            peer: accepted.peer,
+            peer: client,
+            hop: accepted.peer,
             listener: accepted.listener.clone(),
             tls,
             metrics: accepted.shared.metrics.clone(),
@@ -374,22 +455,65 @@ where
     else {
         return rejected(&accepted, &req, Reject::NoRoute).map(Either::Left);
     };
+    // Owned: authentication may rewrite the request's headers.
+    let host = host.map(str::to_string);
     let route = &snapshot.config.routes[route_index];
     let checked = match handshake::check(&req, route) {
         Ok(checked) => checked,
         Err(reject) => return rejected(&accepted, &req, reject).map(Either::Left),
     };
+    let tags = match &route.tags {
+        Some(tags) => match push::tags::read(tags, req.headers(), req.uri()) {
+            Ok(tags) => tags,
+            Err(e) => return rejected(&accepted, &req, Reject::BadTags(e)).map(Either::Left),
+        },
+        None => push::ConnTags::default(),
+    };
+    let connection_id = accepted.shared.hub.next_id();
     if let Err(refusal) = wait_for_admission(&accepted).await {
         return admission_refused(&accepted, &req, refusal).map(Either::Left);
     }
+    let trusted = &snapshot.config.listeners[accepted.listener_index].trusted_proxies;
+    let client = client_addr::resolve(accepted.peer, trusted, req.headers());
+    // Admission by identity: after the route, before any backend is chosen.
+    let admitted = match &route.auth {
+        None => Admitted::default(),
+        Some(auth) => match auth::admit(
+            auth,
+            &mut req,
+            (client, tls),
+            &accepted.shared.forwarder,
+            accepted.shared.metrics.as_deref(),
+        )
+        .await
+        {
+            Ok(admitted) => admitted,
+            Err(denial) => return denied(&accepted, &req, client, denial).map(Either::Left),
+        },
+    };
     let pool_index = snapshot.route_pool[route_index];
     let pool = &snapshot.config.pools[pool_index];
     let key = pool
         .sticky
         .as_ref()
-        .and_then(|sticky| affinity::key(sticky, req.headers(), req.uri(), accepted.peer));
+        .and_then(|sticky| affinity::key(sticky, req.headers(), req.uri(), client));
+    // The backend's X-Forwarded-For gains the hop this request came from.
+    let request = match pool.send_proxy_protocol {
+        None => upstream::backend_request(&req, accepted.peer, tls, &connection_id),
+        Some(version) => {
+            let mut request = Vec::new();
+            proxy_protocol::write(version, client, accepted.destination, &mut request);
+            request.extend_from_slice(&upstream::backend_request(
+                &req,
+                accepted.peer,
+                tls,
+                &connection_id,
+            ));
+            request
+        }
+    };
     let attempt = Attempt {
-        request: upstream::backend_request(&req, accepted.peer, tls),
+        request,
         client_key: &checked.key,
         offer: Offer::from_request(req.headers()),
         connect_timeout: route.limits.connect_timeout,
@@ -406,11 +530,22 @@ where
                 let host = req.headers().get(http::header::HOST);
                 let host = host.and_then(|h| h.to_str().ok());
                 let path = Some(req.uri().path());
-                access_rejected(&accepted, host, path, refusal.status.as_u16(), &reason);
+                let status = refusal.status.as_u16();
+                access_rejected(&accepted, client, host, path, status, &reason);
                 return refusal.into_response().map(Either::Right);
             }
         };
     let addr = lease.backend().addr();
+    if let Some(fallback) = admitted.protocol_fallback {
+        let name = http::header::SEC_WEBSOCKET_PROTOCOL;
+        if backend.protocol.is_none() {
+            backend
+                .response
+                .headers_mut()
+                .insert(&name, fallback.clone());
+            backend.protocol = Some(fallback);
+        }
+    }
     // A cookie naming the backend that served needs no new cookie;
     // anything else (none, unknown, forged, or naming a backend that failed
     // and was passed over) gets one, so the reconnect sticks to this one.
@@ -432,10 +567,10 @@ where
             );
         }
     }
-    let route_name = route_label(route);
+    let route_name = crate::metrics::route_label(route);
     let access = AccessInfo {
         listener: accepted.listener.clone(),
-        host: host.unwrap_or("-").to_string(),
+        host: host.unwrap_or_else(|| "-".to_string()),
         path: req.uri().path().to_string(),
         route: route_name.clone(),
         subprotocol: backend
@@ -444,6 +579,7 @@ where
             .and_then(|p| p.to_str().ok())
             .unwrap_or("-")
             .to_string(),
+        user: admitted.subject,
     };
     let meter = accepted.shared.metrics.as_ref().map(|m| {
         let labels = ConnectionLabels {
@@ -453,7 +589,7 @@ where
         };
         m.upgraded(labels, started.elapsed())
     });
-    debug!(peer = %accepted.peer, backend = %addr, elapsed = ?started.elapsed(), "upgraded");
+    debug!(client = %client, backend = %addr, elapsed = ?started.elapsed(), "upgraded");
     // The task keeps only what the relay needs, not the whole answer.
     let upstream::Upgraded {
         stream,
@@ -463,17 +599,20 @@ where
         protocol: _,
     } = backend;
     let handover = Handover {
-        peer: accepted.peer,
+        peer: client,
         backend_addr: addr,
         backend_stream: stream,
         backend_pre: pre_read,
         settings: relay::Settings {
             limits: route.limits,
             deflate,
+            expires_at: admitted.expires_at,
         },
         stop: shutdown::close_time(lease.backend().drain_signal()),
         meter,
         access,
+        push: (connection_id, tags, route.limits.max_message_bytes),
+        hub: accepted.shared.hub.clone(),
         lease,
         guard: accepted.guard.lock().expect("not poisoned").take(),
         ticket: accepted.ticket.lock().expect("not poisoned").take(),
@@ -518,6 +657,7 @@ async fn connect_backend(
             break;
         }
         let addr = lease.backend().addr();
+        debug!(peer = %accepted.peer, pool = %pool.name, backend = %addr, "backend chosen");
         let timeout = attempt.connect_timeout.min(left);
         let dial = upstream::Dial::to_backend(pool.tls.as_ref(), &pool.backends[idx]);
         let answer = upstream::answer_via(
@@ -584,6 +724,9 @@ struct Handover {
     stop: relay::Stop,
     meter: Option<Meter>,
     access: AccessInfo,
+    /// The connection's id, push tags and largest message, for the hub.
+    push: (String, push::ConnTags, u64),
+    hub: Arc<push::Hub>,
     /// The backend's connection slot, held until the relay ends.
     lease: balance::Lease,
     /// Counts the connection as open until the relay ends.
@@ -623,6 +766,8 @@ where
     };
     let (unread, client_io) = parts.io.into_inner().into_inner().into_parts();
     let client_pre = join(parts.read_buf, unread);
+    let (id, tags, max_message_bytes) = h.push;
+    let (member, inbox) = h.hub.join(id, tags, max_message_bytes);
     // On the backend's roster while relayed, so that rebalancing can ask
     // it to move.
     let enlisted = h.lease.backend().enlist(h.key.as_deref());
@@ -637,25 +782,30 @@ where
         relay::Signals {
             stop: h.stop,
             moved: Some(moved),
+            inbox: Some(inbox),
         },
         h.meter,
     )
     .await;
     drop(enlisted);
-    // The backend's slot and the open-connection count are released here.
+    let connection_id = member.id().to_string();
+    drop(member);
+    // The backend's slot is released here; the open-connection count only
+    // after the access line, so that shutdown's "stopped" comes after it.
     drop(h.lease);
-    drop(h.guard);
     drop(h.ticket);
     let a = &h.access;
     info!(
         target: "wsgate::access",
         client = %h.peer,
+        connection_id = %connection_id,
         listener = %a.listener,
         host = %a.host,
         path = %a.path,
         route = %a.route,
         backend = %h.backend_addr,
         subprotocol = %a.subprotocol,
+        user = a.user.as_deref().unwrap_or("-"),
         status = 101,
         duration_ms = relay_started.elapsed().as_millis() as u64,
         messages_in = end.client_to_backend.messages,
@@ -666,6 +816,7 @@ where
         closed_by = end.close.initiator.as_str(),
         "closed"
     );
+    drop(h.guard);
 }
 
 /// hyper's read-ahead first, then anything the head reader had that hyper
@@ -683,14 +834,45 @@ fn join(first: Bytes, second: Bytes) -> Bytes {
     }
 }
 
+/// Answers a request its route's authentication refused.
+fn denied(
+    accepted: &Context,
+    req: &Request<Incoming>,
+    client: SocketAddr,
+    denial: Denial,
+) -> Response<Full<Bytes>> {
+    let host = req
+        .headers()
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok());
+    if let Some(m) = &accepted.shared.metrics {
+        m.rejected(denial.status.as_u16());
+    }
+    info!(
+        target: "wsgate::access",
+        client = %client,
+        listener = %accepted.listener,
+        host = host.unwrap_or("-"),
+        path = req.uri().path(),
+        status = denial.status.as_u16(),
+        reason = denial.reason.message(),
+        "rejected"
+    );
+    denial.response()
+}
+
 fn rejected(accepted: &Context, req: &Request<Incoming>, reject: Reject) -> Response<Full<Bytes>> {
     let host = req
         .headers()
         .get(http::header::HOST)
         .and_then(|h| h.to_str().ok());
     let status = reject.status().as_u16();
+    // The client behind trusted forwarders, as a relayed connection's line.
+    let trusted = &accepted.snapshot.config.listeners[accepted.listener_index].trusted_proxies;
+    let client = client_addr::resolve(accepted.peer, trusted, req.headers());
     access_rejected(
         accepted,
+        client,
         host,
         Some(req.uri().path()),
         status,
@@ -702,6 +884,7 @@ fn rejected(accepted: &Context, req: &Request<Incoming>, reject: Reject) -> Resp
 /// Counts a refused request and writes its access-log line.
 fn access_rejected(
     accepted: &Context,
+    client: SocketAddr,
     host: Option<&str>,
     path: Option<&str>,
     status: u16,
@@ -712,7 +895,7 @@ fn access_rejected(
     }
     info!(
         target: "wsgate::access",
-        client = %accepted.peer,
+        client = %client,
         listener = %accepted.listener,
         host = host.unwrap_or("-"),
         path = path.unwrap_or("-"),
@@ -731,14 +914,4 @@ impl Context {
         }
         info!(peer = %self.peer, listener = %self.listener, reason, "TLS handshake failed");
     }
-}
-
-/// A route as a label: its host pattern (`*` for any) and path prefix.
-fn route_label(route: &crate::config::Route) -> String {
-    let host = match &route.host {
-        Some(HostPattern::Exact(name)) => name.clone(),
-        Some(HostPattern::Suffix(suffix)) => format!("*{suffix}"),
-        None => "*".to_string(),
-    };
-    format!("{host}{}", route.path_prefix)
 }

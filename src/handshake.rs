@@ -66,6 +66,9 @@ pub enum Reject {
     /// No `upgrade` token in `Connection`.
     #[error("Connection header lacks the upgrade token")]
     NoConnectionUpgrade,
+    /// The route's push tags could not be read from the request.
+    #[error("{0}")]
+    BadTags(crate::push::tags::TagError),
     /// `Sec-WebSocket-Key` missing or not base64 of 16 bytes.
     #[error("Sec-WebSocket-Key missing or not base64 of 16 bytes")]
     BadKey,
@@ -130,6 +133,7 @@ impl Reject {
             | Reject::BodyOnUpgrade
             | Reject::DuplicateOrigin
             | Reject::NoConnectionUpgrade
+            | Reject::BadTags(_)
             | Reject::BadKey => StatusCode::BAD_REQUEST,
             Reject::NoRoute => StatusCode::NOT_FOUND,
             Reject::NotGet => StatusCode::METHOD_NOT_ALLOWED,

@@ -15,7 +15,7 @@ use tracing::{info, warn};
 
 use crate::balance::BackendState;
 use crate::close::CloseCode;
-use crate::config::{HealthCheck, HealthCheckKind};
+use crate::config::{HealthCheck, HealthCheckKind, ProxyVersion};
 use crate::frame::{close_frame, MAX_CONTROL_FRAME_LEN};
 use crate::snapshot::Snapshot;
 use crate::upstream::{self, Dial, Offer, UpstreamError};
@@ -65,7 +65,8 @@ impl HealthChecks {
             for idx in 0..balancer.len() {
                 let state = balancer.backend(idx).expect("index in range").clone();
                 let dial = Dial::to_backend(pool.tls.as_ref(), &pool.backends[idx]);
-                let task = tokio::spawn(run(pool.name.clone(), state, dial, check.clone()));
+                let proxy = pool.send_proxy_protocol;
+                let task = tokio::spawn(run(pool.name.clone(), state, dial, check.clone(), proxy));
                 tasks.push(task.abort_handle());
             }
         }
@@ -81,13 +82,22 @@ impl Drop for HealthChecks {
     }
 }
 
-async fn run(pool: String, state: Arc<BackendState>, dial: Dial, check: HealthCheck) {
+async fn run(
+    pool: String,
+    state: Arc<BackendState>,
+    dial: Dial,
+    check: HealthCheck,
+    proxy: Option<ProxyVersion>,
+) {
     let mut ticker = tokio::time::interval(check.interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut was_up: Option<bool> = None;
+    // The live state outlives reloads, which restart this task: log only
+    // changes from what it already says, not every restart's first check.
+    let mut was_up = Some(state.is_up(tokio::time::Instant::now()));
     loop {
         ticker.tick().await;
-        let result = probe(&dial, &check.kind, check.timeout).await;
+        let result = probe(&dial, &check.kind, check.timeout, proxy).await;
+        state.record_check(result.as_ref().err().map(ToString::to_string));
         match &result {
             Ok(()) => state.mark_up(),
             Err(e) if e.is_local_shortage() => {
@@ -111,8 +121,15 @@ async fn run(pool: String, state: Arc<BackendState>, dial: Dial, check: HealthCh
 }
 
 /// One check; the error says why it failed. A `websocket` check of a TLS
-/// pool goes over TLS, so a certificate problem fails it.
-async fn probe(dial: &Dial, kind: &HealthCheckKind, timeout: Duration) -> Result<(), ProbeError> {
+/// pool goes over TLS, so a certificate problem fails it. A backend that
+/// expects the PROXY protocol gets a `LOCAL` (v1: `UNKNOWN`) header before a
+/// WebSocket check's request: the check is the proxy's own connection.
+async fn probe(
+    dial: &Dial,
+    kind: &HealthCheckKind,
+    timeout: Duration,
+    proxy: Option<ProxyVersion>,
+) -> Result<(), ProbeError> {
     let addr = dial.addr;
     match kind {
         HealthCheckKind::Tcp => {
@@ -128,10 +145,14 @@ async fn probe(dial: &Dial, kind: &HealthCheckKind, timeout: Duration) -> Result
                 "GET {path} HTTP/1.1\r\nhost: {addr}\r\nupgrade: websocket\r\nconnection: Upgrade\r\nsec-websocket-key: {key}\r\nsec-websocket-version: 13\r\nuser-agent: wsgate-health-check\r\n\r\n"
             );
             let key = HeaderValue::from_str(&key).expect("base64 is a valid header value");
-            let mut up =
-                upstream::upgrade(dial, request.as_bytes(), &key, &Offer::default(), timeout)
-                    .await
-                    .map_err(ProbeError::Upgrade)?;
+            let mut bytes = Vec::new();
+            if let Some(version) = proxy {
+                crate::proxy_protocol::write_local(version, &mut bytes);
+            }
+            bytes.extend_from_slice(request.as_bytes());
+            let mut up = upstream::upgrade(dial, &bytes, &key, &Offer::default(), timeout)
+                .await
+                .map_err(ProbeError::Upgrade)?;
             // Leave politely (RFC 6455 section 7.1.2): a masked close, then FIN.
             let mut buf = [0u8; MAX_CONTROL_FRAME_LEN];
             let frame = close_frame(

@@ -1,24 +1,30 @@
 //! wsgate: a reverse proxy and load balancer for WebSocket traffic.
 //!
 //! The modules follow the path of one connection: [`server`] accepts it,
-//! [`connection`] lets it in ([`admission`]), takes it through [`tls`] and the [`handshake`] checks,
-//! [`route`] picks a route, [`affinity`] reads its sticky key, [`balance`]
+//! [`connection`] lets it in ([`admission`]), reads a [`proxy_protocol`] header where the listener
+//! wants one, takes it through [`tls`] and the [`handshake`] checks,
+//! [`route`] picks a route, [`client_addr`] names the client behind trusted
+//! forwarders, [`auth`] admits it or not, [`affinity`] reads its sticky key, [`balance`]
 //! orders the backends, [`upstream`] upgrades one (both sides check the
 //! opening handshake with the leaf [`rfc6455`]), and [`relay`] carries
-//! frames ([`frame`]) until the close ([`close`]). A plain HTTP request on a
+//! frames ([`frame`]) until the close ([`close`]), writing the messages
+//! pushed to the connection (its [`push`] hub entry) between the backend's. A plain HTTP request on a
 //! route that allows it leaves that path for [`http_proxy`]. A connection reads the
 //! running proxy through [`runtime`] only. [`config`] and [`snapshot`]
 //! stand at the side: the validated file and the running view built from
 //! it. The control plane sits above the data path and is never imported by
 //! it: [`server`] applies configurations, [`discovery`] resolves backend
 //! names and SRV records into them, [`reload`] holds the reload
-//! triggers and [`admin`] the admin listener; the binary wires them
+//! triggers, [`admin`] the admin listener and [`publish`] the publish API
+//! with its Redis cluster; the binary wires them
 //! together (tests/architecture.rs checks this). [`echo`] is the built-in
 //! backend of `wsgate demo`.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod server;
+
+pub mod proxy_protocol;
 
 pub mod connection;
 
@@ -29,6 +35,10 @@ pub mod tls;
 pub mod handshake;
 
 pub mod route;
+
+pub mod client_addr;
+
+pub mod auth;
 
 pub mod affinity;
 
@@ -41,6 +51,8 @@ pub mod http_proxy;
 pub mod rfc6455;
 
 pub mod relay;
+
+pub mod push;
 
 pub mod frame;
 
@@ -59,6 +71,10 @@ pub mod discovery;
 pub mod shutdown;
 
 pub mod admin;
+
+pub mod dashboard;
+
+pub mod publish;
 
 pub mod metrics;
 

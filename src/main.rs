@@ -3,13 +3,34 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use tracing::{error, info, warn};
 
 use wsgate::config::{self, Config};
 use wsgate::server::Server;
-use wsgate::{admin, reload};
+use wsgate::{admin, publish, reload};
+
+mod logging;
+
+/// Shown under every command's `--help`: what the environment, the signals
+/// and the docs offer, which no flag says.
+const AFTER_LONG_HELP: &str = "\
+Environment:
+  RUST_LOG    log level or filter (tracing EnvFilter syntax), e.g. info,
+              debug or info,wsgate::access=warn; default info. An invalid
+              value is reported on stderr and the default used.
+  NO_COLOR    set: no colours even on a terminal.
+
+Signals:
+  SIGHUP           reload the configuration (as a file change or
+                   POST /reload on the admin listener do)
+  SIGTERM, SIGINT  graceful shutdown: listeners close, open connections
+                   drain for up to drain_timeout; a second one exits at once
+
+Docs: README.md and docs/ (configuration.md, operations.md) in the source
+distribution; config.example.toml shows every key.";
 
 /// A reverse proxy and load balancer for WebSocket traffic.
 #[derive(Debug, Parser)]
@@ -17,20 +38,32 @@ use wsgate::{admin, reload};
     name = "wsgate",
     version,
     about,
+    long_about = "A reverse proxy and load balancer for WebSocket traffic.\n\n\
+                  `wsgate --config FILE` runs the proxy with FILE and logs to stderr; \
+                  the subcommands check a file, run the demo, probe a running \
+                  instance's readiness, or run an echo backend.",
+    after_long_help = AFTER_LONG_HELP,
     args_conflicts_with_subcommands = true
 )]
 struct Cli {
     /// Configuration file to run with.
     #[arg(short, long, value_name = "FILE")]
     config: Option<PathBuf>,
-    /// Log format on stderr; the level comes from RUST_LOG.
-    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
-    log_format: LogFormat,
-    /// Worker threads (default: one per core).
-    #[arg(long, value_name = "N", global = true)]
-    workers: Option<usize>,
+    #[command(flatten)]
+    run: RunOptions,
     #[command(subcommand)]
     command: Option<Command>,
+}
+
+/// Flags of the commands that run a server.
+#[derive(Debug, Args)]
+struct RunOptions {
+    /// Log format on stderr; the level comes from RUST_LOG.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    /// Worker threads (default: one per core).
+    #[arg(long, value_name = "N")]
+    workers: Option<usize>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -44,12 +77,34 @@ enum Command {
     },
     /// Run the built-in example configuration with echo backends on its
     /// backend addresses: ws://127.0.0.1:8080/echo answers at once.
-    Demo,
+    #[command(after_long_help = AFTER_LONG_HELP)]
+    Demo {
+        /// Run this file instead of the built-in example, still with echo
+        /// backends on its backend addresses (the container image's default).
+        #[arg(short, long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        #[command(flatten)]
+        run: RunOptions,
+    },
+    /// Ask a running wsgate whether it is ready (GET /readyz on its admin
+    /// listener): exit 0 when it answers 200, 1 otherwise. For container
+    /// health checks.
+    Health {
+        /// The admin listener's address; an unspecified address (0.0.0.0,
+        /// [::]) is reached on loopback.
+        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9900")]
+        admin: String,
+        /// Give up on a step (connect, send, read) after this long.
+        #[arg(long, value_name = "DURATION", default_value = "3s", value_parser = humantime::parse_duration)]
+        timeout: Duration,
+    },
     /// Run only a WebSocket echo backend (for tests and benchmarks).
     Echo {
         /// Address to listen on; repeat for several.
         #[arg(long, value_name = "ADDR", required = true)]
         bind: Vec<SocketAddr>,
+        #[command(flatten)]
+        run: RunOptions,
     },
 }
 
@@ -61,19 +116,32 @@ enum LogFormat {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.log_format);
     match cli.command {
         Some(Command::Check { config }) => check(&config),
-        Some(Command::Demo) => match demo_config() {
-            Ok(config) => run(config, None, cli.workers, true),
-            Err(e) => fail(&e),
-        },
-        Some(Command::Echo { bind }) => echo(bind, cli.workers),
-        None => match cli.config {
-            Some(path) => match config::load(&path) {
-                Ok(config) => run(config, Some(path), cli.workers, false),
+        Some(Command::Health { admin, timeout }) => health(&admin, timeout),
+        Some(Command::Demo { config, run: opts }) => {
+            init_logging(opts.log_format);
+            let loaded = match &config {
+                Some(path) => config::load(path),
+                None => demo_config(),
+            };
+            match loaded {
+                Ok(loaded) => run(loaded, config, opts.workers, true),
                 Err(e) => fail(&e),
-            },
+            }
+        }
+        Some(Command::Echo { bind, run: opts }) => {
+            init_logging(opts.log_format);
+            echo(bind, opts.workers)
+        }
+        None => match cli.config {
+            Some(path) => {
+                init_logging(cli.run.log_format);
+                match config::load(&path) {
+                    Ok(config) => run(config, Some(path), cli.run.workers, false),
+                    Err(e) => fail(&e),
+                }
+            }
             None => {
                 eprintln!("wsgate: no configuration; use --config FILE, `wsgate demo`, or --help");
                 ExitCode::from(2)
@@ -83,8 +151,7 @@ fn main() -> ExitCode {
 }
 
 fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let filter = logging::filter_from_env();
     // Colour only on a terminal: journald, files and pipes get plain text.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr())
         && std::env::var_os("NO_COLOR").is_none();
@@ -93,8 +160,64 @@ fn init_logging(format: LogFormat) {
         .with_ansi(ansi)
         .with_writer(std::io::stderr);
     match format {
-        LogFormat::Text => builder.init(),
+        LogFormat::Text => builder.fmt_fields(logging::Logfmt).init(),
         LogFormat::Json => builder.json().init(),
+    }
+}
+
+/// `wsgate health`: one GET /readyz, answered 200 or not; `timeout` bounds
+/// each step (connect, send, every read).
+fn health(admin: &str, timeout: Duration) -> ExitCode {
+    match probe_ready(admin, timeout) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(why) => {
+            eprintln!("wsgate health: {admin}: {why}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn probe_ready(admin: &str, timeout: Duration) -> Result<(), String> {
+    use std::io::{Read, Write};
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, TcpStream, ToSocketAddrs};
+
+    let mut addr = admin
+        .to_socket_addrs()
+        .map_err(|e| format!("not an address: {e}"))?
+        .next()
+        .ok_or("the name has no address")?;
+    // The admin listener bound to every interface answers on loopback too.
+    match addr.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => addr.set_ip(Ipv4Addr::LOCALHOST.into()),
+        IpAddr::V6(ip) if ip.is_unspecified() => addr.set_ip(Ipv6Addr::LOCALHOST.into()),
+        _ => {}
+    }
+    let mut stream =
+        TcpStream::connect_timeout(&addr, timeout).map_err(|e| format!("cannot connect: {e}"))?;
+    let request = format!("GET /readyz HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    stream
+        .set_write_timeout(Some(timeout))
+        .and_then(|()| stream.write_all(request.as_bytes()))
+        .map_err(|e| format!("cannot send the request: {e}"))?;
+    // The status line is all that matters; the body is a few bytes.
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 512];
+    stream
+        .set_read_timeout(Some(timeout))
+        .map_err(|e| format!("cannot read: {e}"))?;
+    while !answer.windows(2).any(|w| w == b"\r\n") && answer.len() < 4096 {
+        match stream.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => answer.extend_from_slice(&buf[..n]),
+            Err(e) => return Err(format!("no answer: {e}")),
+        }
+    }
+    let text = String::from_utf8_lossy(&answer);
+    let status_line = text.lines().next().unwrap_or("");
+    match status_line.split(' ').nth(1) {
+        Some("200") => Ok(()),
+        Some(_) => Err(format!("not ready: {status_line}")),
+        None => Err("no HTTP answer".to_string()),
     }
 }
 
@@ -176,9 +299,13 @@ fn run(config: Config, path: Option<PathBuf>, workers: Option<usize>, with_echo:
                 return ExitCode::FAILURE;
             }
         };
-        // The control plane around the proxy: the admin listener and the
-        // reload triggers.
+        // The control plane around the proxy: the admin listener, the
+        // publish API (and cluster) and the reload triggers.
         admin::spawn(&server);
+        if let Err(e) = publish::start(&server).await {
+            error!("{e}");
+            return ExitCode::FAILURE;
+        }
         tokio::spawn(reload::on_sighup(hangups, server.shared().clone()));
         if watch {
             reload::watch_file(server.shared().clone());

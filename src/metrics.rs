@@ -1,5 +1,10 @@
-//! Metrics in the Prometheus text format, named as the contract's "Admin
-//! listener" section lists them.
+//! Metrics in the Prometheus (or, when asked, OpenMetrics) text format,
+//! named as the contract's "Admin listener" section lists them.
+//!
+//! Every series whose label values are known in advance exists at 0 from
+//! the start (reload results, the statuses and close codes the proxy itself
+//! sends, the backends of the running configuration), so that an alert on
+//! `increase(...)` sees the first event after a restart.
 //!
 //! Counting must not slow the relay: a connection counts its own messages
 //! and bytes (in its relay state) and adds them to the shared counters only
@@ -20,11 +25,75 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
-use crate::close::{CloseInfo, Counts};
+use crate::close::{CloseCode, CloseInfo, Counts, Initiator};
+use crate::config::HostPattern;
 
 mod admission;
 use crate::snapshot::Snapshot;
 pub use admission::AdmissionMetrics;
+
+/// Statuses the proxy answers a refused upgrade with (contract, "Behaviour
+/// on the wire"); a backend's own refusal passed through is counted under
+/// its status when it happens.
+const PROXY_STATUSES: [u16; 9] = [400, 403, 404, 405, 408, 426, 431, 502, 503];
+
+/// The closes the proxy sends itself (contract, "Behaviour on the wire"),
+/// with the initiator each is counted under: the proxy for its timeouts and
+/// drains, the offender for a broken rule, the side that vanished.
+const PROXY_CLOSES: [(CloseCode, Initiator); 7] = [
+    (CloseCode::GOING_AWAY, Initiator::Proxy),
+    (CloseCode::GOING_AWAY, Initiator::Client),
+    (CloseCode::PROTOCOL_ERROR, Initiator::Client),
+    (CloseCode::PROTOCOL_ERROR, Initiator::Backend),
+    (CloseCode::MESSAGE_TOO_BIG, Initiator::Client),
+    (CloseCode::MESSAGE_TOO_BIG, Initiator::Backend),
+    (CloseCode::BAD_GATEWAY, Initiator::Backend),
+];
+
+const DIRECTIONS: [&str; 2] = ["client_to_backend", "backend_to_client"];
+
+/// A text exposition format of `/metrics`, chosen by the scraper's
+/// `Accept` header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exposition {
+    /// Prometheus text format 0.0.4: what any scraper understands.
+    Prometheus,
+    /// OpenMetrics 1.0.0 text, for a scraper that asks for it.
+    OpenMetrics,
+}
+
+impl Exposition {
+    /// OpenMetrics when `accept` lists `application/openmetrics-text`
+    /// (Prometheus does, ahead of the older format); else Prometheus text.
+    pub fn from_accept(accept: Option<&str>) -> Exposition {
+        let asks = accept.is_some_and(|a| {
+            a.split(',').any(|range| {
+                let mut params = range.split(';').map(str::trim);
+                let media = params.next().unwrap_or("");
+                // `q=0` means "not acceptable" (RFC 9110 section 12.4.2).
+                let refused = params.any(|p| {
+                    p.strip_prefix("q=")
+                        .and_then(|q| q.trim().parse::<f32>().ok())
+                        .is_some_and(|q| q == 0.0)
+                });
+                media.eq_ignore_ascii_case("application/openmetrics-text") && !refused
+            })
+        });
+        if asks {
+            Exposition::OpenMetrics
+        } else {
+            Exposition::Prometheus
+        }
+    }
+
+    /// The `Content-Type` of a body in this format.
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Exposition::Prometheus => "text/plain; version=0.0.4; charset=utf-8",
+            Exposition::OpenMetrics => "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        }
+    }
+}
 
 /// Labels of a relayed connection.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -68,6 +137,18 @@ struct ListenerLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AuthLabels {
+    method: &'static str,
+    result: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProxyProtocolLabels {
+    listener: String,
+    reason: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BackendLabels {
     pool: String,
     /// The resolved `ip:port`.
@@ -95,12 +176,21 @@ pub struct Metrics {
     closes: Family<CloseLabels, Counter>,
     backend_up: Family<BackendLabels, Gauge>,
     backend_active: Family<BackendLabels, Gauge>,
+    backend_max: Family<BackendLabels, Gauge>,
     reloads: Family<ResultLabels, Counter>,
     config_version: Gauge,
     tls_failures: Family<ListenerLabels, Counter>,
     resolve_errors: Family<ResolveLabels, Counter>,
     handshake_seconds: Histogram,
     connection_seconds: Histogram,
+    auth: Family<AuthLabels, Counter>,
+    forward_auth_seconds: Histogram,
+    proxy_protocol_errors: Family<ProxyProtocolLabels, Counter>,
+    publishes: Family<ResultLabels, Counter>,
+    deliveries: Counter,
+    overflows: Counter,
+    cluster_errors: Counter,
+    cluster_lag: Histogram,
     http: HttpMetrics,
     /// Admission control: refusals, the admit queue, rebalancing closes.
     pub admission: AdmissionMetrics,
@@ -154,6 +244,7 @@ impl Metrics {
             closes: Family::default(),
             backend_up: Family::default(),
             backend_active: Family::default(),
+            backend_max: Family::default(),
             reloads: Family::default(),
             config_version: Gauge::default(),
             tls_failures: Family::default(),
@@ -162,6 +253,17 @@ impl Metrics {
             handshake_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
             // 1 s .. 4^10 s (about 12 days): WebSocket connections live for hours.
             connection_seconds: Histogram::new(exponential_buckets(1.0, 4.0, 11)),
+            auth: Family::default(),
+            // 0.5 ms .. ~8 s: a local service to one at its timeout.
+            forward_auth_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 15)),
+            proxy_protocol_errors: Family::default(),
+            publishes: Family::default(),
+            deliveries: Counter::default(),
+            overflows: Counter::default(),
+            cluster_errors: Counter::default(),
+            // 0.1 ms .. ~3 s: from a publish on one instance to its
+            // arrival on another.
+            cluster_lag: Histogram::new(exponential_buckets(0.0001, 2.0, 15)),
             admission: AdmissionMetrics::default(),
             http: HttpMetrics {
                 requests: Family::default(),
@@ -212,6 +314,11 @@ impl Metrics {
             m.backend_active.clone(),
         );
         registry.register(
+            "wsgate_backend_max_connections",
+            "The backend's configured max_connections (only backends that have one)",
+            m.backend_max.clone(),
+        );
+        registry.register(
             "wsgate_config_reloads",
             "Configuration reload attempts, by result",
             m.reloads.clone(),
@@ -243,6 +350,46 @@ impl Metrics {
         );
         m.admission.register(&mut registry);
         registry.register(
+            "wsgate_auth",
+            "Route authentication decisions, by method (jwt, forward) and result (admitted or the reason)",
+            m.auth.clone(),
+        );
+        registry.register(
+            "wsgate_forward_auth_duration_seconds",
+            "Time to the authentication service's answer, or to its timeout",
+            m.forward_auth_seconds.clone(),
+        );
+        registry.register(
+            "wsgate_proxy_protocol_errors",
+            "Connections closed for a missing, malformed or untrusted PROXY protocol header",
+            m.proxy_protocol_errors.clone(),
+        );
+        registry.register(
+            "wsgate_push_publishes",
+            "Publish requests, by result (ok, rejected, cluster_unavailable)",
+            m.publishes.clone(),
+        );
+        registry.register(
+            "wsgate_push_deliveries",
+            "Pushed messages queued to a connection of this instance",
+            m.deliveries.clone(),
+        );
+        registry.register(
+            "wsgate_push_queue_overflows",
+            "Connections closed with 1013 because their push queue was full",
+            m.overflows.clone(),
+        );
+        registry.register(
+            "wsgate_push_cluster_errors",
+            "Redis commands or subscriptions that failed (each reconnect attempt counts)",
+            m.cluster_errors.clone(),
+        );
+        registry.register(
+            "wsgate_push_cluster_lag_seconds",
+            "From a publish on one instance to its arrival here through Redis",
+            m.cluster_lag.clone(),
+        );
+        registry.register(
             "wsgate_http_requests",
             "Proxied HTTP requests answered, by pool and status code",
             m.http.requests.clone(),
@@ -257,14 +404,72 @@ impl Metrics {
             "From request head received to response head sent, proxied HTTP",
             m.http.duration.clone(),
         );
+        for result in ["success", "failure"] {
+            m.reloads.get_or_create(&ResultLabels { result }).inc_by(0);
+        }
+        for status in PROXY_STATUSES {
+            m.rejections
+                .get_or_create(&StatusLabels { status })
+                .inc_by(0);
+        }
         Metrics { registry, ..m }
     }
 
-    /// The text exposition of every metric, with backend health and active
-    /// counts read from `snapshot`'s live state now.
-    pub fn render(&self, snapshot: &Snapshot, registry: &crate::snapshot::Registry) -> String {
+    /// A route's authentication decided: `result` is `admitted` or the
+    /// reason of the refusal.
+    pub fn auth(&self, method: &'static str, result: &'static str) {
+        self.auth
+            .get_or_create(&AuthLabels { method, result })
+            .inc();
+    }
+
+    /// A forward-auth request took `elapsed`.
+    pub fn forward_auth(&self, elapsed: Duration) {
+        self.forward_auth_seconds.observe(elapsed.as_secs_f64());
+    }
+
+    /// A connection on `listener` was closed for its PROXY header.
+    pub fn proxy_protocol_error(&self, listener: &str, reason: &'static str) {
+        let labels = ProxyProtocolLabels {
+            listener: listener.to_string(),
+            reason,
+        };
+        self.proxy_protocol_errors.get_or_create(&labels).inc();
+    }
+
+    /// A publish request ended with `result` (`ok`, `rejected` or
+    /// `cluster_unavailable`).
+    pub fn published(&self, result: &'static str) {
+        self.publishes.get_or_create(&ResultLabels { result }).inc();
+    }
+
+    /// Pushed messages queued here, and connections whose queue overflowed.
+    pub fn delivered(&self, delivered: u64, overflowed: u64) {
+        self.deliveries.inc_by(delivered);
+        self.overflows.inc_by(overflowed);
+    }
+
+    /// A Redis command or subscription failed.
+    pub fn cluster_error(&self) {
+        self.cluster_errors.inc();
+    }
+
+    /// A message from another instance arrived `lag` after its publish.
+    pub fn cluster_lag(&self, lag: Duration) {
+        self.cluster_lag.observe(lag.as_secs_f64());
+    }
+
+    /// Every metric in `format`, with backend health and active counts
+    /// read from `snapshot`'s live state now.
+    pub fn render(
+        &self,
+        snapshot: &Snapshot,
+        registry: &crate::snapshot::Registry,
+        format: Exposition,
+    ) -> String {
         self.backend_up.clear();
         self.backend_active.clear();
+        self.backend_max.clear();
         for (pool, balancer) in snapshot.config.pools.iter().zip(&snapshot.balancers) {
             let now = tokio::time::Instant::now();
             let named = (0..balancer.len()).filter_map(|i| {
@@ -285,8 +490,76 @@ impl Metrics {
                     .get_or_create(&labels)
                     .set(i64::from(state.active()));
             }
+            for b in &pool.backends {
+                if let Some(max) = b.max_connections {
+                    let labels = BackendLabels {
+                        pool: pool.name.clone(),
+                        backend: b.addr.to_string(),
+                        name: b.name.as_deref().unwrap_or("").to_string(),
+                    };
+                    self.backend_max.get_or_create(&labels).set(i64::from(max));
+                }
+            }
         }
+        self.zero_configured_series(snapshot);
         self.config_version.set(snapshot.version as i64);
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String cannot fail");
+        match format {
+            Exposition::OpenMetrics => out,
+            Exposition::Prometheus => openmetrics_to_prometheus(&out),
+        }
+    }
+
+    /// Creates (by adding 0), at 0 when new, the series of every backend that `snapshot`
+    /// routes to. Existing series keep their counts.
+    fn zero_configured_series(&self, snapshot: &Snapshot) {
+        let config = &snapshot.config;
+        for route in &config.routes {
+            let Some(pool) = config.pools.iter().find(|p| p.name == route.pool) else {
+                continue;
+            };
+            for backend in &pool.backends {
+                let labels = ConnectionLabels {
+                    route: route_label(route),
+                    pool: pool.name.clone(),
+                    backend: backend.addr.to_string(),
+                };
+                self.connections.get_or_create(&labels).inc_by(0);
+                self.connections_active.get_or_create(&labels).inc_by(0);
+            }
+        }
+        for pool in &config.pools {
+            for backend in &pool.backends {
+                let backend = backend.addr.to_string();
+                for direction in DIRECTIONS {
+                    let labels = TrafficLabels {
+                        direction,
+                        pool: pool.name.clone(),
+                        backend: backend.clone(),
+                    };
+                    self.messages.get_or_create(&labels).inc_by(0);
+                    self.bytes.get_or_create(&labels).inc_by(0);
+                }
+                for (code, initiator) in PROXY_CLOSES {
+                    self.closes
+                        .get_or_create(&CloseLabels {
+                            code: code.label(),
+                            initiator: initiator.as_str(),
+                            pool: pool.name.clone(),
+                            backend: backend.clone(),
+                        })
+                        .inc_by(0);
+                }
+            }
+        }
+    }
+
+    /// The text exposition as the counters stand, without refreshing the
+    /// backend gauges that [`Metrics::render`] reads from a snapshot (the
+    /// dashboard reads those from the live state itself).
+    pub fn encode(&self) -> String {
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry)
             .expect("writing to a String cannot fail");
@@ -428,5 +701,108 @@ impl Meter {
             backend: self.labels.backend.clone(),
         };
         m.closes.get_or_create(&labels).inc();
+    }
+}
+
+/// A route as a label (and in the access log): its host pattern (`*` for
+/// any host) and path prefix, e.g. `*/echo` or `*.example.com/chat`.
+pub fn route_label(route: &crate::config::Route) -> String {
+    let host = match &route.host {
+        Some(HostPattern::Exact(name)) => name.clone(),
+        Some(HostPattern::Suffix(suffix)) => format!("*{suffix}"),
+        None => "*".to_string(),
+    };
+    format!("{host}{}", route.path_prefix)
+}
+
+/// prometheus-client writes OpenMetrics; the Prometheus text format differs
+/// in what matters here: a counter's `# HELP` and `# TYPE` name its sample
+/// (`x_total`, not the family `x`), there is no `# UNIT` line and no
+/// closing `# EOF`.
+fn openmetrics_to_prometheus(openmetrics: &str) -> String {
+    let counters: Vec<&str> = openmetrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE ")?.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(openmetrics.len() + 16 * counters.len());
+    for line in openmetrics.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let comment = ["# HELP ", "# TYPE "]
+            .into_iter()
+            .find_map(|prefix| Some((prefix, line.strip_prefix(prefix)?)));
+        match comment {
+            Some((prefix, rest)) => {
+                let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
+                out.push_str(prefix);
+                out.push_str(name);
+                if counters.contains(&name) {
+                    out.push_str("_total");
+                }
+                if !tail.is_empty() {
+                    out.push(' ');
+                    out.push_str(tail);
+                }
+            }
+            None => out.push_str(line),
+        }
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn openmetrics_is_asked_for_by_its_media_type() {
+        let prometheus = "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
+        assert_eq!(
+            Exposition::from_accept(Some(prometheus)),
+            Exposition::OpenMetrics
+        );
+        assert_eq!(
+            Exposition::from_accept(Some("text/plain")),
+            Exposition::Prometheus
+        );
+        assert_eq!(Exposition::from_accept(Some("*/*")), Exposition::Prometheus);
+        assert_eq!(Exposition::from_accept(None), Exposition::Prometheus);
+        assert_eq!(
+            Exposition::from_accept(Some("application/openmetrics-text; q=0")),
+            Exposition::Prometheus
+        );
+    }
+
+    #[test]
+    fn prometheus_text_names_counters_by_their_samples_and_has_no_eof() {
+        let om = "# HELP a_things Things.\n# TYPE a_things counter\na_things_total{x=\"1\"} 0\n\
+                  # HELP b_now Now.\n# TYPE b_now gauge\n# UNIT b_now seconds\nb_now 2\n# EOF\n";
+        let text = openmetrics_to_prometheus(om);
+        assert_eq!(
+            text,
+            "# HELP a_things_total Things.\n# TYPE a_things_total counter\na_things_total{x=\"1\"} 0\n\
+             # HELP b_now Now.\n# TYPE b_now gauge\nb_now 2\n"
+        );
+    }
+
+    #[test]
+    fn known_label_values_exist_at_zero() {
+        let m = Metrics::new();
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &m.registry).unwrap();
+        assert!(
+            out.contains("wsgate_config_reloads_total{result=\"failure\"} 0"),
+            "{out}"
+        );
+        assert!(
+            out.contains("wsgate_config_reloads_total{result=\"success\"} 0"),
+            "{out}"
+        );
+        assert!(
+            out.contains("wsgate_handshake_rejections_total{status=\"503\"} 0"),
+            "{out}"
+        );
     }
 }

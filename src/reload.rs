@@ -187,6 +187,12 @@ fn cert_files(config: &Config) -> Vec<PathBuf> {
             out.push(pair.key.clone());
         }
     }
+    // JWKS and secret files of routes' `auth`: re-read like certificates.
+    for route in &config.routes {
+        if let Some(crate::config::Auth::Jwt(jwt)) = &route.auth {
+            out.extend(jwt.file.clone());
+        }
+    }
     out
 }
 

@@ -178,7 +178,9 @@ mod tests {
             pool: "p".to_string(),
             pool_index: 0,
             allowed_origins: None,
+            tags: None,
             limits: Limits::default(),
+            auth: None,
         }
     }
 

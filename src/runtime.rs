@@ -1,5 +1,6 @@
 //! What a connection reads of the running proxy: the current snapshot, the
-//! live backend registry, the count of open connections and the metrics.
+//! live backend registry, the count of open connections, the metrics and
+//! the hub of pushable connections.
 //! The control plane (server, reload, admin) writes these; the data path
 //! only reads them, so it never needs to know who runs the proxy.
 
@@ -7,7 +8,9 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
+use crate::auth::forward::Forwarder;
 use crate::metrics::Metrics;
+use crate::push::Hub;
 use crate::shutdown::Tracker;
 use crate::snapshot::{Registry, Snapshot};
 
@@ -23,6 +26,11 @@ pub struct Runtime {
     /// Counters and histograms; kept only when there is an admin listener
     /// to expose them.
     pub(crate) metrics: Option<Arc<Metrics>>,
+    /// The client of routes' forward-auth services; its kept-alive
+    /// connections outlive reloads.
+    pub(crate) forwarder: Forwarder,
+    /// This instance's pushable connections.
+    pub hub: Arc<Hub>,
     /// Idle keep-alive connections to backends, for proxied HTTP.
     pub(crate) http: Arc<crate::http_proxy::Pools>,
 }

@@ -4,7 +4,7 @@
 //! the admin listener and the reload triggers are wired by the caller
 //! (`main`), which keeps this module below them.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::net::SocketAddr;
 use std::ops::Deref;
@@ -25,7 +25,9 @@ use crate::connection::{self, Accepted};
 use crate::discovery::Discovery;
 use crate::health::HealthChecks;
 use crate::metrics::Metrics;
+use crate::push::Hub;
 use crate::rebalance::Rebalancers;
+use crate::relay::inbox::QueueLimits;
 use crate::relay::CLOSE_GRACE;
 use crate::runtime::Runtime;
 use crate::shutdown::Drain;
@@ -73,6 +75,18 @@ impl ReloadError {
     }
 }
 
+/// Reload attempts remembered for the admin dashboard.
+pub const RELOADS_KEPT: usize = 10;
+
+/// One reload attempt: when it ran, and its new version or its problems.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReloadRecord {
+    /// When it finished.
+    pub at: SystemTime,
+    /// The new version, or one line per problem.
+    pub result: Result<u64, Vec<String>>,
+}
+
 /// What every part of the control plane shares. It reads as the
 /// [`Runtime`] it holds, which is all that connections are given.
 pub struct Shared {
@@ -85,6 +99,8 @@ pub struct Shared {
     pub admin_addr: Option<SocketAddr>,
     /// Serialises reloads: one at a time, each against the last.
     reload_lock: tokio::sync::Mutex<()>,
+    /// The last [`RELOADS_KEPT`] reload attempts, oldest first.
+    reloads: Mutex<VecDeque<ReloadRecord>>,
     /// The bound admin socket until the admin listener takes it.
     admin_socket: Mutex<Option<TcpListener>>,
     /// Descriptors held back so that the admin listener still accepts
@@ -139,12 +155,23 @@ impl Server {
         discovery.resolve(&config, false, metrics.as_deref()).await;
         discovery.fill(&mut config);
         let registry = Registry::default();
+        let queue = config
+            .publish
+            .as_ref()
+            .map_or_else(QueueLimits::default, |p| QueueLimits {
+                messages: p.queue_messages,
+                bytes: p.queue_bytes,
+            });
+        let node = config.cluster.as_ref().map(|c| c.node_id.as_str());
+        let hub = Arc::new(Hub::new(node, queue));
         let snapshot = Snapshot::new(config, 1, &registry);
         let runtime = Arc::new(Runtime {
             current: ArcSwap::from_pointee(snapshot),
             registry,
             tracker: Arc::default(),
             metrics,
+            forwarder: crate::auth::forward::Forwarder::new(),
+            hub,
             http: Arc::default(),
         });
         let (names_changed, changes) = mpsc::unbounded_channel();
@@ -154,6 +181,7 @@ impl Server {
             config_path,
             admin_addr: admin.as_ref().and_then(|a| a.local_addr().ok()),
             reload_lock: tokio::sync::Mutex::new(()),
+            reloads: Mutex::default(),
             reserve: FdReserve::new(),
             admin_socket: Mutex::new(admin),
             listeners: Mutex::default(),
@@ -254,6 +282,16 @@ impl Shared {
     pub(crate) async fn reload(self: &Arc<Self>) -> Result<u64, ReloadError> {
         let _one_at_a_time = self.reload_lock.lock().await;
         let result = self.apply_file().await;
+        {
+            let mut reloads = self.reloads.lock().expect("not poisoned");
+            if reloads.len() == RELOADS_KEPT {
+                reloads.pop_front();
+            }
+            reloads.push_back(ReloadRecord {
+                at: SystemTime::now(),
+                result: result.as_ref().map(|v| *v).map_err(ReloadError::messages),
+            });
+        }
         match &result {
             Ok(version) => {
                 if let Some(m) = &self.metrics {
@@ -269,6 +307,12 @@ impl Shared {
             }
         }
         result
+    }
+
+    /// The last reload attempts, oldest first.
+    pub fn recent_reloads(&self) -> Vec<ReloadRecord> {
+        let reloads = self.reloads.lock().expect("not poisoned");
+        reloads.iter().cloned().collect()
     }
 
     async fn apply_file(self: &Arc<Self>) -> Result<u64, ReloadError> {

@@ -111,6 +111,10 @@ pub struct Registry {
     /// Set by graceful shutdown: every backend drains, including any a
     /// reload adds while the shutdown runs.
     shutdown: Mutex<Option<Drain>>,
+    /// Backends drained through the admin API while still configured: they
+    /// stay draining across reloads that keep them, until released. Locked
+    /// before `entries` wherever both are.
+    held: Mutex<HashSet<(String, SocketAddr)>>,
     /// A first snapshot was built: backends added from now on come up
     /// (slow start).
     started: std::sync::atomic::AtomicBool,
@@ -128,12 +132,14 @@ impl Registry {
     /// new connections.
     pub(crate) fn states_for(&self, pool: &config::Pool) -> Vec<Arc<BackendState>> {
         let shutdown = *self.shutdown.lock().expect("not poisoned");
+        let held = self.held.lock().expect("not poisoned");
         let started = self.started.load(std::sync::atomic::Ordering::Relaxed);
         let mut entries = self.lock();
         pool.backends
             .iter()
             .map(|b| {
                 let key = (pool.name.clone(), b.addr);
+                let hold = held.contains(&key);
                 let state = entries.entry(key).or_insert_with(|| {
                     let state = Arc::new(BackendState::new(b.addr));
                     if let Some(drain) = shutdown {
@@ -146,7 +152,7 @@ impl Registry {
                     }
                     state
                 });
-                if state.is_draining() && shutdown.is_none() {
+                if state.is_draining() && shutdown.is_none() && !hold {
                     state.set_draining(false);
                     state.withdraw_drain();
                 }
@@ -178,8 +184,13 @@ impl Registry {
             .iter()
             .flat_map(|p| p.backends.iter().map(move |b| (p.name.as_str(), b.addr)))
             .collect();
+        let mut held = self.held.lock().expect("not poisoned");
+        // Removed from the file: a hand drain becomes an ordinary removal.
+        held.retain(|(pool, addr)| kept.contains(&(pool.as_str(), *addr)));
         let mut entries = self.lock();
-        entries.retain(|_, state| !(state.is_draining() && state.active() == 0));
+        entries.retain(|key, state| {
+            !(state.is_draining() && state.active() == 0) || held.contains(key)
+        });
         let mut started = Vec::new();
         for ((pool, addr), state) in entries.iter() {
             if kept.contains(&(pool.as_str(), *addr)) || state.is_draining() {
@@ -192,11 +203,58 @@ impl Registry {
         started
     }
 
-    /// Backends of `pool` that are draining, with their live state.
+    /// Drains backend `addr` of `pool` exactly as a reload that removes it
+    /// would (its connections close by the end of `drain`, spread over the
+    /// last quarter), but keeps it in the pool, draining, across reloads
+    /// that keep it, until [`Registry::release_drained`]. Returns whether
+    /// a drain started now (false: unknown, or draining already).
+    pub(crate) fn hold_drained(&self, pool: &str, addr: SocketAddr, drain: Drain) -> bool {
+        let key = (pool.to_string(), addr);
+        let mut held = self.held.lock().expect("not poisoned");
+        let entries = self.lock();
+        let Some(state) = entries.get(&key) else {
+            return false;
+        };
+        held.insert(key);
+        if state.is_draining() {
+            return false;
+        }
+        state.set_draining(true);
+        state.announce_drain(drain);
+        true
+    }
+
+    /// Returns a backend drained by [`Registry::hold_drained`] to service,
+    /// as a reload that adds it back would: new connections may go to it.
+    /// Connections that were open during the drain were already told when
+    /// to close and keep that moment. Returns whether it was held. During
+    /// a shutdown it stays draining.
+    pub(crate) fn release_drained(&self, pool: &str, addr: SocketAddr) -> bool {
+        let shutdown = *self.shutdown.lock().expect("not poisoned");
+        let key = (pool.to_string(), addr);
+        let mut held = self.held.lock().expect("not poisoned");
+        let entries = self.lock();
+        let was_held = held.remove(&key);
+        if let (true, Some(state), None) = (was_held, entries.get(&key), shutdown) {
+            state.set_draining(false);
+            state.withdraw_drain();
+        }
+        was_held
+    }
+
+    /// Whether backend `addr` of `pool` is drained through the admin API.
+    pub(crate) fn is_held(&self, pool: &str, addr: SocketAddr) -> bool {
+        let held = self.held.lock().expect("not poisoned");
+        held.contains(&(pool.to_string(), addr))
+    }
+
+    /// Backends of `pool` that are draining because a reload removed
+    /// them, with their live state.
     pub(crate) fn draining(&self, pool: &str) -> Vec<Arc<BackendState>> {
+        let held = self.held.lock().expect("not poisoned");
         self.lock()
             .iter()
-            .filter(|((p, _), state)| p == pool && state.is_draining())
+            .filter(|(key, state)| key.0 == pool && state.is_draining() && !held.contains(*key))
             .map(|(_, state)| state.clone())
             .collect()
     }

@@ -144,11 +144,22 @@ const HOP_BY_HOP: [&str; 9] = [
 ];
 
 /// Headers the proxy sets itself, replacing whatever the client sent.
-const REPLACED: [&str; 3] = ["x-forwarded-for", "x-forwarded-proto", "x-forwarded-host"];
+const REPLACED: [&str; 4] = [
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    crate::push::CONNECTION_ID_HEADER,
+];
 
 /// The client's request as it goes to the backend: path and query
-/// unchanged, hop-by-hop headers removed, forwarding headers added.
-pub fn backend_request<B>(req: &Request<B>, client: SocketAddr, tls: bool) -> Vec<u8> {
+/// unchanged, hop-by-hop headers removed, forwarding headers and the
+/// connection's id (`X-Wsgate-Connection-Id`) added.
+pub fn backend_request<B>(
+    req: &Request<B>,
+    client: SocketAddr,
+    tls: bool,
+    connection_id: &str,
+) -> Vec<u8> {
     let headers = req.headers();
     let target = req
         .uri()
@@ -184,6 +195,11 @@ pub fn backend_request<B>(req: &Request<B>, client: SocketAddr, tls: bool) -> Ve
     if let Some(host) = headers.get(http::header::HOST) {
         push_header(&mut out, b"x-forwarded-host", host.as_bytes());
     }
+    push_header(
+        &mut out,
+        crate::push::CONNECTION_ID_HEADER.as_bytes(),
+        connection_id.as_bytes(),
+    );
     out.extend_from_slice(b"\r\n");
     out
 }
@@ -448,7 +464,7 @@ mod tests {
             .header("sec-websocket-protocol", "chat")
             .body(())
             .unwrap();
-        let out = backend_request(&req, "127.0.0.7:5000".parse().unwrap(), true);
+        let out = backend_request(&req, "127.0.0.7:5000".parse().unwrap(), true, "n.1.1");
         let text = String::from_utf8(out).unwrap();
         assert!(text.starts_with("GET /chat?room=1 HTTP/1.1\r\n"));
         assert!(text.contains("host: chat.example:8080\r\n"));

@@ -13,9 +13,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 /// Where a connection starts; the data path is everything these reach.
-const DATA_PATH: [&str; 13] = [
+const DATA_PATH: [&str; 16] = [
     "connection",
     "admission",
+    "proxy_protocol",
+    "client_addr",
+    "auth",
     "tls",
     "handshake",
     "route",
@@ -30,7 +33,7 @@ const DATA_PATH: [&str; 13] = [
 ];
 
 /// Modules of the control plane, which the data path must not import.
-const CONTROL_PLANE: [&str; 3] = ["server", "admin", "reload"];
+const CONTROL_PLANE: [&str; 4] = ["server", "admin", "reload", "publish"];
 
 /// Items of `config` that load or validate a file, as opposed to the
 /// validated types.

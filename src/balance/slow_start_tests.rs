@@ -17,6 +17,7 @@ fn pool(balance: Balance) -> Pool {
         }),
         hash_balance_factor: None,
         health_check: None,
+        send_proxy_protocol: None,
         slow_start: SLOW,
         rebalance: None,
         max_idle_per_backend: 32,

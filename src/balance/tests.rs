@@ -25,6 +25,7 @@ fn pool(balance: Balance, source: Option<StickySource>, weights: &[u32]) -> Pool
             name: "k".to_string(),
             issue: true,
         }),
+        send_proxy_protocol: None,
         hash_balance_factor: None,
         health_check: None,
         slow_start: Duration::ZERO,

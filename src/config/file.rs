@@ -33,6 +33,10 @@ pub struct File {
     pub pool: Vec<Spanned<Pool>>,
     /// `[resolver]`.
     pub resolver: Option<Spanned<Resolver>>,
+    /// `[publish]`.
+    pub publish: Option<Spanned<Publish>>,
+    /// `[cluster]`.
+    pub cluster: Option<Spanned<Cluster>>,
 }
 
 /// `[resolver]`: the DNS client for backend names.
@@ -47,12 +51,52 @@ pub struct Resolver {
     pub attempts: Option<Spanned<i64>>,
 }
 
+/// `[publish]`: the publish API's listener.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Publish {
+    /// Socket address, required.
+    pub bind: Option<Spanned<String>>,
+    /// `env:NAME` or `file:PATH`, required.
+    pub token: Option<Spanned<String>>,
+    /// Requests per second over the whole listener.
+    pub requests_per_second: Option<Spanned<i64>>,
+    /// Messages waiting per connection.
+    pub queue_messages: Option<Spanned<i64>>,
+    /// Bytes waiting per connection.
+    pub queue_bytes: Option<Spanned<RawSize>>,
+}
+
+/// `[cluster]`: instances sharing a Redis.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Cluster {
+    /// `redis://host:port[/db]`, required.
+    pub redis: Option<Spanned<String>>,
+    /// This instance's name, required, unique in the cluster.
+    pub node_id: Option<Spanned<String>>,
+    /// Duration.
+    pub heartbeat: Option<Spanned<RawDuration>>,
+}
+
+/// A route's `tags` table.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tags {
+    /// `header:NAME`, `query:NAME`, `cookie:NAME` or `claim:NAME`.
+    pub user: Option<Spanned<String>>,
+    /// The same sources; a comma-separated list.
+    pub channels: Option<Spanned<String>>,
+}
+
 /// `[admin]`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Admin {
     /// Socket address, required.
     pub bind: Option<Spanned<String>>,
+    /// `env:NAME` or `file:PATH`: where the bearer token is.
+    pub token: Option<Spanned<String>>,
 }
 
 /// `[defaults]`: the six route keys plus the two global timeouts.
@@ -103,6 +147,12 @@ pub struct Listener {
     pub max_header_bytes: Option<Spanned<RawSize>>,
     /// Absent for plain ws://.
     pub tls: Option<Spanned<Tls>>,
+    /// `v1`, `v2` or `any`.
+    pub proxy_protocol: Option<Spanned<String>>,
+    /// Address ranges.
+    pub proxy_protocol_from: Option<Spanned<Vec<Spanned<String>>>>,
+    /// Address ranges.
+    pub trusted_proxies: Option<Spanned<Vec<Spanned<String>>>>,
     /// Duration.
     pub keepalive_timeout: Option<Spanned<RawDuration>>,
     /// Limits per client address (admission control).
@@ -182,6 +232,8 @@ pub struct Route {
     pub pool: Option<Spanned<String>>,
     /// Accepted `Origin` values.
     pub allowed_origins: Option<Spanned<Vec<Spanned<String>>>>,
+    /// Where the connection's user and channels are read.
+    pub tags: Option<Spanned<Tags>>,
     /// Bytes.
     pub max_message_bytes: Option<Spanned<RawSize>>,
     /// Bytes.
@@ -194,6 +246,8 @@ pub struct Route {
     pub ping_interval: Option<Spanned<RawDuration>>,
     /// Duration.
     pub ping_timeout: Option<Spanned<RawDuration>>,
+    /// `{ jwt = {...} }` or `{ forward = {...} }`.
+    pub auth: Option<Spanned<Auth>>,
     /// Duration; "0s": off.
     pub max_lifetime: Option<Spanned<RawDuration>>,
     /// Client-to-backend data messages per second.
@@ -208,6 +262,52 @@ pub struct Route {
     pub max_request_body_bytes: Option<Spanned<RawSize>>,
     /// Duration.
     pub response_timeout: Option<Spanned<RawDuration>>,
+}
+
+/// A route's `auth` table: exactly one of its keys.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Auth {
+    /// Token checks by the proxy.
+    pub jwt: Option<Spanned<Jwt>>,
+    /// An authentication service.
+    pub forward: Option<Spanned<Forward>>,
+}
+
+/// `auth.jwt`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Jwt {
+    /// `env:NAME` or `file:PATH`.
+    pub secret: Option<Spanned<String>>,
+    /// A JWKS file's path.
+    pub keys: Option<Spanned<String>>,
+    /// Required `iss`.
+    pub issuer: Option<Spanned<String>>,
+    /// Required `aud`.
+    pub audience: Option<Spanned<String>>,
+    /// Duration.
+    pub leeway: Option<Spanned<RawDuration>>,
+    /// `header:NAME`, `query:NAME`, `cookie:NAME` or `protocol`.
+    pub token: Option<Spanned<String>>,
+    /// Claim name to header name.
+    pub forward_claims: Option<Spanned<std::collections::BTreeMap<String, Spanned<String>>>>,
+    /// `close` or `ignore`.
+    pub on_expiry: Option<Spanned<String>>,
+}
+
+/// `auth.forward`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Forward {
+    /// The service's URL, required.
+    pub url: Option<Spanned<String>>,
+    /// Duration.
+    pub timeout: Option<Spanned<RawDuration>>,
+    /// Header names.
+    pub request_headers: Option<Spanned<Vec<Spanned<String>>>>,
+    /// Header names.
+    pub response_headers: Option<Spanned<Vec<Spanned<String>>>>,
 }
 
 /// `[[pool]]`.
@@ -234,6 +334,8 @@ pub struct Pool {
     pub resolve_interval: Option<Spanned<RawDuration>>,
     /// `true`, or a table: TLS to the backends.
     pub tls: Option<Spanned<BackendTls>>,
+    /// `v1` or `v2`.
+    pub send_proxy_protocol: Option<Spanned<String>>,
     /// Count, 0 or more.
     pub max_idle_per_backend: Option<Spanned<i64>>,
 }

@@ -38,6 +38,10 @@ pub struct Config {
     pub pools: Vec<Pool>,
     /// The DNS client for backend names.
     pub resolver: Resolver,
+    /// The publish API, when `[publish]` is present.
+    pub publish: Option<Publish>,
+    /// The Redis shared with other instances, when `[cluster]` is present.
+    pub cluster: Option<Cluster>,
 }
 
 /// `[resolver]`: how backend names are resolved.
@@ -61,11 +65,87 @@ impl Default for Resolver {
     }
 }
 
+/// `[publish]`: the listener of the publish API and the per-connection
+/// queue of pushed messages.
+#[derive(Debug, Clone)]
+pub struct Publish {
+    /// Address the publish HTTP listener binds.
+    pub bind: SocketAddr,
+    /// The bearer token every request must carry, read from the
+    /// environment or a file when the configuration is loaded.
+    pub token: Secret,
+    /// Requests per second over the listener (a token bucket with a burst
+    /// of one second's worth); more are answered 429.
+    pub requests_per_second: u32,
+    /// Messages waiting per connection before it is closed with 1013.
+    pub queue_messages: usize,
+    /// Payload bytes waiting per connection before it is closed with 1013.
+    pub queue_bytes: usize,
+}
+
+/// A secret that never shows in logs or `Debug` output.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub String);
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(..)")
+    }
+}
+
+/// `[cluster]`: the Redis instances share for their registry and messages.
+#[derive(Debug, Clone)]
+pub struct Cluster {
+    /// `redis://` URL, checked to parse.
+    pub redis: String,
+    /// This instance's name: letters, digits, `-` and `_`.
+    pub node_id: String,
+    /// How often this instance renews its registry entries; they expire
+    /// after three heartbeats without renewal.
+    pub heartbeat: Duration,
+}
+
+/// A route's `tags`: where a connection's user and channels are read at
+/// the handshake.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Tags {
+    /// The user the connection belongs to.
+    pub user: Option<TagSource>,
+    /// The channels it listens to, a comma-separated list.
+    pub channels: Option<TagSource>,
+}
+
+/// Where a tag's value is read from in the upgrade request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TagSource {
+    /// A request header, by name (lower-case).
+    Header(String),
+    /// A query parameter, by name.
+    Query(String),
+    /// A cookie, by name.
+    Cookie(String),
+}
+
 /// `[admin]`: where the admin endpoints listen.
 #[derive(Debug, Clone)]
 pub struct Admin {
     /// Address the admin HTTP listener binds.
     pub bind: SocketAddr,
+    /// The bearer token admin requests must carry (see
+    /// `dashboard::auth`), read from the environment or a file at load.
+    pub token: Option<Secret>,
+}
+
+impl Secret {
+    /// Wraps a secret value.
+    pub fn new(value: String) -> Secret {
+        Secret(value)
+    }
+
+    /// The secret itself, for comparing with what a request offers.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
 }
 
 /// One `[[listener]]`.
@@ -79,11 +159,38 @@ pub struct Listener {
     pub max_header_bytes: usize,
     /// Present for wss:// listeners.
     pub tls: Option<Tls>,
+    /// The PROXY protocol versions every connection must start with;
+    /// `None`: no header is read.
+    pub proxy_protocol: Option<ProxyProtocol>,
+    /// Peers allowed to send a PROXY header; empty: any peer.
+    pub proxy_protocol_from: Vec<Cidr>,
+    /// Peers whose `X-Forwarded-For` names the client; empty: none.
+    pub trusted_proxies: Vec<Cidr>,
     /// Per-client limits, global caps and the admit queue.
     pub admission: ListenerAdmission,
     /// An idle client connection between proxied HTTP requests closes
     /// after this.
     pub keepalive_timeout: Duration,
+}
+
+/// Which PROXY protocol versions a listener accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProxyProtocol {
+    /// The text header only.
+    V1,
+    /// The binary header only.
+    V2,
+    /// Either.
+    Any,
+}
+
+/// The PROXY protocol version a pool sends to its backends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProxyVersion {
+    /// The text header.
+    V1,
+    /// The binary header.
+    V2,
 }
 
 /// The default listener `keepalive_timeout`.
@@ -193,8 +300,118 @@ pub struct Route {
     pub pool_index: usize,
     /// `None`: any Origin. Compared case-insensitively (ASCII).
     pub allowed_origins: Option<Vec<String>>,
+    /// Where connections' push tags come from; `None`: untagged (still
+    /// reachable by connection id).
+    pub tags: Option<Tags>,
     /// The route's limits and timeouts, defaults applied.
     pub limits: Limits,
+    /// Who may pass; `None`: anyone.
+    pub auth: Option<Auth>,
+}
+
+/// A route's `auth`: how a handshake proves who is connecting.
+#[derive(Debug, Clone)]
+pub enum Auth {
+    /// A JSON Web Token checked by the proxy.
+    Jwt(Arc<JwtAuth>),
+    /// A GET to an authentication service decides.
+    Forward(Arc<ForwardAuth>),
+}
+
+/// `auth = { jwt = { ... } }`.
+#[derive(Debug, Clone)]
+pub struct JwtAuth {
+    /// What signatures are checked with.
+    pub keys: JwtKeys,
+    /// Required `iss`, when set.
+    pub issuer: Option<String>,
+    /// Required `aud` (one of the token's audiences), when set.
+    pub audience: Option<String>,
+    /// Clock skew allowed on `exp` and `nbf`.
+    pub leeway: Duration,
+    /// Where the token is read from.
+    pub token: TokenSource,
+    /// Claim name to backend header name, in file order.
+    pub forward_claims: Vec<(String, http::HeaderName)>,
+    /// What happens when the token expires on an open connection.
+    pub on_expiry: OnExpiry,
+    /// The JWKS or secret file the keys were read from, resolved against
+    /// the configuration's folder; the file watcher reloads when it changes.
+    pub file: Option<std::path::PathBuf>,
+}
+
+/// The keys a JWT may be signed with.
+#[derive(Clone)]
+pub enum JwtKeys {
+    /// A shared secret (HS256, HS384, HS512).
+    Secret(jsonwebtoken::DecodingKey),
+    /// Public keys of a JWKS file.
+    Set(Vec<Jwk>),
+}
+
+impl fmt::Debug for JwtKeys {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            JwtKeys::Secret(_) => f.write_str("Secret(..)"),
+            JwtKeys::Set(keys) => f.debug_list().entries(keys).finish(),
+        }
+    }
+}
+
+/// One usable key of a JWKS file.
+#[derive(Clone)]
+pub struct Jwk {
+    /// Its `kid`, which a token's header names.
+    pub kid: Option<String>,
+    /// The algorithms it verifies: its `alg` when the file names one,
+    /// else every algorithm of its key type.
+    pub algorithms: Vec<jsonwebtoken::Algorithm>,
+    /// The key itself.
+    pub key: jsonwebtoken::DecodingKey,
+}
+
+impl fmt::Debug for Jwk {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Jwk")
+            .field("kid", &self.kid)
+            .field("algorithms", &self.algorithms)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Where a route reads the token from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenSource {
+    /// A header; a `Bearer ` prefix is removed.
+    Header(http::HeaderName),
+    /// A query parameter.
+    Query(String),
+    /// A cookie.
+    Cookie(String),
+    /// A `Sec-WebSocket-Protocol` entry of its own.
+    Protocol,
+}
+
+/// `on_expiry`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnExpiry {
+    /// Close 1008 to the client, 1001 to the backend.
+    Close,
+    /// Let the connection run.
+    Ignore,
+}
+
+/// `auth = { forward = { ... } }`.
+#[derive(Debug, Clone)]
+pub struct ForwardAuth {
+    /// The service's `http://` URL.
+    pub url: http::Uri,
+    /// No answer within this: 503.
+    pub timeout: Duration,
+    /// Request headers copied to the service.
+    pub request_headers: Vec<http::HeaderName>,
+    /// Headers of a 2xx answer copied into the backend request.
+    pub response_headers: Vec<http::HeaderName>,
 }
 
 /// How a route matches the request's host (port ignored, case-insensitive).
@@ -290,7 +507,7 @@ impl Default for Limits {
             max_frame_bytes: 1024 * 1024,
             idle_timeout: Duration::from_secs(60),
             connect_timeout: Duration::from_secs(3),
-            ping_interval: Duration::ZERO,
+            ping_interval: Duration::from_secs(30),
             ping_timeout: Duration::from_secs(10),
             max_lifetime: Duration::ZERO,
             max_messages_per_second: None,
@@ -330,6 +547,8 @@ pub struct Pool {
     pub resolve_interval: Duration,
     /// TLS to the backends (wss://); `None`: plain TCP.
     pub tls: Option<BackendTls>,
+    /// A PROXY protocol header starts every backend connection.
+    pub send_proxy_protocol: Option<ProxyVersion>,
     /// Idle keep-alive connections kept per backend for proxied HTTP.
     pub max_idle_per_backend: usize,
     /// A backend that comes up ramps its share of new connections from 10%

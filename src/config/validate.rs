@@ -5,8 +5,9 @@
 //! the wrong type; the checks here then run on what is left, each table in
 //! its own file: `listener` (`[admin]`, `[[listener]]`, TLS), `route`
 //! (`[[route]]` and the limits shared with `[defaults]`), `pool` (with
-//! `backend_tls` for its `tls`), `resolver`, and `values` (addresses,
-//! sizes, durations). So one run of `wsgate check`, a
+//! `backend_tls` for its `tls`), `resolver`, `push` (`[publish]`,
+//! `[cluster]`, a route's `tags`), and `values` (addresses, sizes,
+//! durations). So one run of `wsgate check`, a
 //! failed reload's log and `POST /reload` all list every problem with its
 //! key path and line. Each check returns `None` only after reporting why,
 //! and a `Config` is returned only when nothing was reported.
@@ -28,10 +29,12 @@
 //!    have; docs/configuration.md and config.example.toml for the key.
 
 mod admission;
+mod auth;
 mod backend_tls;
 mod keys;
 mod listener;
 mod pool;
+mod push;
 mod resolver;
 mod route;
 mod values;
@@ -114,6 +117,8 @@ impl Checker<'_> {
 
     fn config(&mut self, file: &file::File) -> Option<Config> {
         let admin = optional(&file.admin, |a| self.admin(a));
+        let publish = optional(&file.publish, |p| self.publish(p));
+        let cluster = optional(&file.cluster, |c| self.cluster(c));
         let mut limits = Limits::default();
         let mut handshake_timeout = DEFAULT_HANDSHAKE_TIMEOUT;
         let mut drain_timeout = DEFAULT_DRAIN_TIMEOUT;
@@ -185,6 +190,8 @@ impl Checker<'_> {
             routes: routes.into_iter().collect::<Option<_>>()?,
             pools: pools.into_iter().collect::<Option<_>>()?,
             resolver: resolver?,
+            publish: publish?,
+            cluster: cluster?,
         })
     }
 

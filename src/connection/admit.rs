@@ -44,7 +44,14 @@ pub(super) async fn refuse_at_accept<IO: AsyncRead + AsyncWrite + Unpin>(
         return;
     }
     let status = refusal.status().as_u16();
-    access_rejected(accepted, None, None, status, refusal.reason());
+    access_rejected(
+        accepted,
+        accepted.peer,
+        None,
+        None,
+        status,
+        refusal.reason(),
+    );
     let _ = io.write_all(&refusal.raw_response()).await;
     linger(io).await;
 }
@@ -87,6 +94,7 @@ pub(super) fn admission_refused(
     let status = refusal.status().as_u16();
     access_rejected(
         accepted,
+        accepted.peer,
         host,
         Some(req.uri().path()),
         status,

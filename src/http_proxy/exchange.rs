@@ -29,8 +29,10 @@ use crate::{affinity, rfc6455};
 /// What an HTTP request knows about its client connection.
 #[derive(Debug, Clone)]
 pub struct Client {
-    /// The client's address.
+    /// The client's address (behind trusted forwarders, the one they name).
     pub peer: SocketAddr,
+    /// The address the request came from, which `X-Forwarded-For` gains.
+    pub hop: SocketAddr,
     /// The listener's name.
     pub listener: Arc<str>,
     /// Whether the client connection is TLS (`X-Forwarded-Proto: https`).
@@ -127,6 +129,9 @@ impl Failure {
 /// What the access-log line of one request names.
 #[derive(Debug)]
 struct AccessLine {
+    /// Whether the access log was on when the request came: when off, the
+    /// strings below stay empty, so a request allocates none of them.
+    on: bool,
     client: SocketAddr,
     listener: Arc<str>,
     method: Method,
@@ -137,7 +142,30 @@ struct AccessLine {
 }
 
 impl AccessLine {
+    fn new(client: &Client, req: &Request<Incoming>, pool: &str, started: Instant) -> AccessLine {
+        let on = tracing::enabled!(target: "wsgate::access", tracing::Level::INFO);
+        let text = |s: &str| if on { s.to_string() } else { String::new() };
+        AccessLine {
+            on,
+            client: client.peer,
+            listener: client.listener.clone(),
+            method: req.method().clone(),
+            host: text(
+                req.headers()
+                    .get(header::HOST)
+                    .and_then(|h| h.to_str().ok())
+                    .unwrap_or("-"),
+            ),
+            path: text(req.uri().path()),
+            pool: text(pool),
+            started,
+        }
+    }
+
     fn write(&self, status: u16, backend: Option<SocketAddr>, bytes_in: u64, bytes_out: u64) {
+        if !self.on {
+            return;
+        }
         let backend = backend.map_or_else(|| "-".to_string(), |a| a.to_string());
         info!(
             target: "wsgate::access",
@@ -157,35 +185,33 @@ impl AccessLine {
     }
 }
 
-/// Counts the request in the in-flight gauge until dropped.
+/// Counts the request in the in-flight gauge until dropped; without an
+/// admin listener there is nothing to count and nothing is allocated.
 #[derive(Debug)]
 struct Tracked {
-    metrics: Option<Arc<Metrics>>,
-    pool: String,
+    metrics: Option<(Arc<Metrics>, String)>,
 }
 
 impl Tracked {
     fn start(metrics: Option<Arc<Metrics>>, pool: &str) -> Tracked {
-        if let Some(m) = &metrics {
+        let metrics = metrics.map(|m| {
             m.http_started(pool);
-        }
-        Tracked {
-            metrics,
-            pool: pool.to_string(),
-        }
+            (m, pool.to_string())
+        });
+        Tracked { metrics }
     }
 
     fn answered(&self, status: u16, head: Duration) {
-        if let Some(m) = &self.metrics {
-            m.http_answered(&self.pool, status, head);
+        if let Some((m, pool)) = &self.metrics {
+            m.http_answered(pool, status, head);
         }
     }
 }
 
 impl Drop for Tracked {
     fn drop(&mut self) {
-        if let Some(m) = &self.metrics {
-            m.http_finished(&self.pool);
+        if let Some((m, pool)) = &self.metrics {
+            m.http_finished(pool);
         }
     }
 }
@@ -292,20 +318,7 @@ pub async fn proxy(
     let route = &snapshot.config.routes[route_index];
     let pool_index = snapshot.route_pool[route_index];
     let pool = &snapshot.config.pools[pool_index];
-    let line = AccessLine {
-        client: client.peer,
-        listener: client.listener.clone(),
-        method: req.method().clone(),
-        host: req
-            .headers()
-            .get(header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .unwrap_or("-")
-            .to_string(),
-        path: req.uri().path().to_string(),
-        pool: pool.name.clone(),
-        started,
-    };
+    let line = AccessLine::new(client, &req, &pool.name, started);
     let tracked = Tracked::start(client.metrics.clone(), &pool.name);
     let exchange = Exchange {
         client,
@@ -409,12 +422,13 @@ impl Exchange<'_> {
             // whatever form the client used.
             uri: parts.uri.path_and_query().map_or_else(
                 || Uri::from_static("/"),
-                |pq| pq.as_str().parse().unwrap_or_default(),
+                // The path shares the request head's buffer: no copy.
+                |pq| Uri::from(pq.clone()),
             ),
             headers: parts.headers,
         };
         strip_hop_by_hop(&mut out.headers);
-        add_forwarded(&mut out.headers, self.client.peer, self.client.tls);
+        add_forwarded(&mut out.headers, self.client.hop, self.client.tls);
         let state = Arc::new(UploadState::default());
         let balancer = &self.snapshot.balancers[self.pool_index];
         let mut body = Some(body);

@@ -2,6 +2,7 @@
 //! hop-by-hop fields removed (RFC 9110 section 7.6.1) and the forwarding
 //! fields the backend is told about the client.
 
+use std::fmt::Write;
 use std::net::SocketAddr;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -47,15 +48,14 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 /// appended to any `X-Forwarded-For` it sent, `X-Forwarded-Proto` (`http`
 /// or `https`) and `X-Forwarded-Host` (its `Host`) replacing what it sent.
 pub fn add_forwarded(headers: &mut HeaderMap, client: SocketAddr, tls: bool) {
-    let ip = client.ip().to_string();
-    let mut xff = String::new();
+    let mut xff = String::with_capacity(64);
     for prior in headers.get_all("x-forwarded-for") {
         if let Ok(prior) = prior.to_str() {
             xff.push_str(prior);
             xff.push_str(", ");
         }
     }
-    xff.push_str(&ip);
+    let _ = write!(xff, "{}", client.ip());
     let xff = HeaderValue::from_str(&xff).expect("visible ASCII and an IP address");
     headers.insert(HeaderName::from_static("x-forwarded-for"), xff);
     let proto = if tls { "https" } else { "http" };

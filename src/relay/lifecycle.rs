@@ -76,6 +76,9 @@ pub enum Due {
     CloseBoth(CloseCode, &'static str),
     /// Ping the client: it was silent for `ping_interval`.
     Ping,
+    /// The client's token expired: close 1008 to the client and 1001 to
+    /// the backend, each told in its own terms.
+    TokenExpired,
 }
 
 /// What the done rules need to know of one direction.
@@ -111,6 +114,8 @@ pub struct Lifecycle {
     close: Option<CloseInfo>,
     /// When a drain wants this connection closed.
     drain_at: Option<Instant>,
+    /// When the client's token expires (route `auth`, `on_expiry = "close"`).
+    expires_at: Option<Instant>,
     /// Traffic is flushed to metrics.
     metered: bool,
     /// When the counts are next added to the metrics (set by traffic).
@@ -158,6 +163,7 @@ impl Lifecycle {
             closing_since: None,
             close: None,
             drain_at: None,
+            expires_at: None,
             metered,
             flush_at: None,
             end_of_life: None,
@@ -321,6 +327,13 @@ impl Lifecycle {
         orders
     }
 
+    /// The proxy closes the connection at `now` for a reason of its own
+    /// outside the timers (a push queue that overflowed).
+    pub fn closed_by_proxy(&mut self, code: CloseCode, now: Instant) {
+        self.record(code, Initiator::Proxy);
+        self.closing_since.get_or_insert(now);
+    }
+
     /// Rebalancing asks this connection to move at `now`: close 1012
     /// "rebalance" to the client, which tells it to reconnect (and the
     /// balancer places it anew), and 1001 to the backend. Nothing when the
@@ -347,6 +360,12 @@ impl Lifecycle {
         self.drain_at = Some(at);
     }
 
+    /// The client's token expires at `at`: one more deadline of the same
+    /// timer, so it costs nothing per message.
+    pub fn expire_at(&mut self, at: Instant) {
+        self.expires_at = Some(at);
+    }
+
     /// The next moment a rule may come due; the relay's timer is set to it.
     pub fn next_deadline(&self) -> Instant {
         let mut next = match self.closing_since {
@@ -354,7 +373,7 @@ impl Lifecycle {
             None => {
                 let mut next = self.last_activity + self.limits.idle_timeout;
                 let resume = self.bucket.and_then(|b| b.resume_at);
-                for at in [self.drain_at, self.end_of_life, resume]
+                for at in [self.drain_at, self.expires_at, self.end_of_life, resume]
                     .into_iter()
                     .flatten()
                 {
@@ -389,6 +408,10 @@ impl Lifecycle {
         }
         tick.due = if self.drain_at.is_some_and(|at| now >= at) {
             Some(self.close_both(CloseCode::GOING_AWAY, "draining", now))
+        } else if self.expires_at.is_some_and(|at| now >= at) {
+            self.record(CloseCode::POLICY_VIOLATION, Initiator::Proxy);
+            self.closing_since.get_or_insert(now);
+            Some(Due::TokenExpired)
         } else if self.end_of_life.is_some_and(|at| now >= at) {
             Some(self.close_both(CloseCode::GOING_AWAY, "max lifetime", now))
         } else if now >= self.last_activity + self.limits.idle_timeout {

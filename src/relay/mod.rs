@@ -9,6 +9,7 @@
 //! both pumps, one timer wakes it for the lifecycle, and the sockets are
 //! shut down when the lifecycle says a side is through.
 
+pub mod inbox;
 pub mod lifecycle;
 pub mod pump;
 pub mod state;
@@ -17,6 +18,7 @@ use std::future::poll_fn;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -28,6 +30,7 @@ use tracing::debug;
 use crate::close::{CloseCode, CloseInfo, Initiator};
 use crate::config::Limits;
 use crate::metrics::Meter;
+use inbox::{Inbox, Take};
 use lifecycle::{side_through, Due, Ends, Lifecycle, Orders, Pace};
 use pump::{Event, Pump, SourceEnd};
 use state::{Direction, Rules};
@@ -41,6 +44,9 @@ pub struct Settings {
     pub limits: Limits,
     /// `permessage-deflate` was negotiated.
     pub deflate: bool,
+    /// When the client's token expires: close 1008 to it, 1001 to the
+    /// backend, at a frame boundary like the proxy's other closes.
+    pub expires_at: Option<Instant>,
 }
 
 /// Re-exported because [`run`] returns them.
@@ -52,12 +58,16 @@ pub type Stop = Pin<Box<dyn Future<Output = Instant> + Send>>;
 /// Resolves when rebalancing asks this connection to move elsewhere.
 pub type Move = Pin<Box<dyn Future<Output = ()> + Send>>;
 
-/// What may end a connection from outside: a drain, and rebalancing.
+/// What reaches a connection from outside: a drain, rebalancing, and
+/// messages pushed to it.
 pub struct Signals {
     /// Resolves to the moment a drain wants the connection closed.
     pub stop: Stop,
     /// Resolves when rebalancing asks the connection to move; `None`: never.
     pub moved: Option<Move>,
+    /// Pushed messages, written towards the client between messages;
+    /// `None`: none can come.
+    pub inbox: Option<Arc<Inbox>>,
 }
 
 /// A stream over TCP whose socket the relay can watch for a reset while it
@@ -106,11 +116,15 @@ where
     let started = Instant::now();
     let mut relay = Relay::new(settings, &client_pre, &backend_pre, signals.stop, meter);
     relay.moved = signals.moved;
+    relay.inbox = signals.inbox;
     // These may be views into the handshake's read buffers (hyper's and the
     // backend answer's): holding them would pin those buffers for the whole
     // connection. Their bytes are in the relay's own stash by now.
     drop((client_pre, backend_pre));
     poll_fn(|cx| relay.poll(cx, &mut client, &mut backend)).await;
+    if let Some(inbox) = &relay.inbox {
+        inbox.close();
+    }
     let end = relay.end();
     if let Some(meter) = relay.meter.take() {
         meter.closed(
@@ -215,6 +229,8 @@ struct Relay {
     meter: Option<Meter>,
     client_watch: Watch,
     backend_watch: Watch,
+    /// Pushed messages for the client; `None` in tests of the bare relay.
+    inbox: Option<Arc<Inbox>>,
 }
 
 impl Relay {
@@ -232,6 +248,9 @@ impl Relay {
         };
         let now = Instant::now();
         let mut life = Lifecycle::new(settings.limits, meter.is_some(), now);
+        if let Some(at) = settings.expires_at {
+            life.expire_at(at);
+        }
         if !settings.limits.max_lifetime.is_zero() {
             life.end_of_life(now + spread(settings.limits.max_lifetime));
         }
@@ -255,6 +274,7 @@ impl Relay {
             meter,
             client_watch: Watch::Idle,
             backend_watch: Watch::Idle,
+            inbox: None,
         }
     }
 
@@ -287,6 +307,7 @@ impl Relay {
                 acted = true;
             }
             acted |= self.watch(cx, client.tcp(), backend.tcp());
+            acted |= self.take_pushed(cx);
             acted |= self.observe();
             if let Some(stop) = &mut self.stop {
                 if let Poll::Ready(at) = stop.as_mut().poll(cx) {
@@ -357,6 +378,33 @@ impl Relay {
             }
         }
         acted
+    }
+
+    /// Hands the next pushed message to the pump towards the client when it
+    /// can take one; one atomic load when nothing was pushed. An inbox
+    /// that overflowed closes the connection: 1013 (Try Again Later) to
+    /// the client, 1001 to the backend.
+    fn take_pushed(&mut self, cx: &mut Context<'_>) -> bool {
+        let Some(inbox) = &self.inbox else {
+            return false;
+        };
+        if !inbox.poll_pending(cx) || !(self.b2c.takes_push() || inbox.overflowed()) {
+            return false;
+        }
+        match inbox.take() {
+            Take::Message(message) => self.b2c.push(message),
+            Take::Overflowed => {
+                debug!("push queue overflowed: closing with 1013");
+                self.life
+                    .closed_by_proxy(CloseCode::TRY_AGAIN_LATER, Instant::now());
+                self.b2c
+                    .close_with(CloseCode::TRY_AGAIN_LATER, "push queue full");
+                self.c2b
+                    .close_with(CloseCode::GOING_AWAY, "client too slow for pushes");
+            }
+            Take::Nothing => return false,
+        }
+        true
     }
 
     /// Tells the lifecycle about traffic, close frames passing through and
@@ -450,6 +498,11 @@ impl Relay {
             Some(Due::CloseBoth(code, reason)) => {
                 self.c2b.close_with(code, reason);
                 self.b2c.close_with(code, reason);
+            }
+            Some(Due::TokenExpired) => {
+                self.b2c
+                    .close_with(CloseCode::POLICY_VIOLATION, "token expired");
+                self.c2b.close_with(CloseCode::GOING_AWAY, "token expired");
             }
             Some(Due::Ping) => {
                 let token = pump::ping_token();

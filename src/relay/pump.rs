@@ -16,6 +16,7 @@ use std::task::{ready, Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+use super::inbox::Pushed;
 use super::lifecycle::{Flow, Order};
 use super::state::{Direction, DirectionState, Rules, Step, Violation, PING_TOKEN_LEN};
 use crate::close::{CloseCode, Counts};
@@ -110,6 +111,52 @@ impl Inject {
     }
 }
 
+/// A pushed data message on its way out: one unfragmented, unmasked frame
+/// with RSV1 clear (sent uncompressed, valid under permessage-deflate).
+struct Outgoing {
+    header: [u8; 10],
+    header_len: u8,
+    payload: bytes::Bytes,
+    /// Bytes of header and payload written.
+    at: usize,
+}
+
+impl Outgoing {
+    fn new(message: Pushed) -> Outgoing {
+        let mut header = [0u8; 10];
+        header[0] = 0x80 | if message.binary { 0x2 } else { 0x1 };
+        let len = message.payload.len();
+        let header_len = if len < 126 {
+            header[1] = len as u8;
+            2
+        } else if len <= usize::from(u16::MAX) {
+            header[1] = 126;
+            header[2..4].copy_from_slice(&(len as u16).to_be_bytes());
+            4
+        } else {
+            header[1] = 127;
+            header[2..10].copy_from_slice(&(len as u64).to_be_bytes());
+            10
+        };
+        Outgoing {
+            header,
+            header_len,
+            payload: message.payload,
+            at: 0,
+        }
+    }
+
+    /// The next bytes to write; empty once all are written.
+    fn rest(&self) -> &[u8] {
+        let h = usize::from(self.header_len);
+        if self.at < h {
+            &self.header[self.at..h]
+        } else {
+            &self.payload[self.at - h..]
+        }
+    }
+}
+
 /// One direction: reads from its source side, writes to its destination.
 pub(crate) struct Pump {
     pub(crate) state: DirectionState,
@@ -120,6 +167,8 @@ pub(crate) struct Pump {
     inject: Option<Inject>,
     /// A close waiting for `inject` to be free.
     queued_close: Option<(CloseCode, &'static str)>,
+    /// A pushed message waiting for a message boundary, or being written.
+    pushed: Option<Outgoing>,
     phase: Phase,
     /// The source is still read (until EOF or an error).
     reading: bool,
@@ -149,6 +198,7 @@ impl Pump {
             cursor: Cursor::default(),
             inject: None,
             queued_close: None,
+            pushed: None,
             phase: Phase::Forwarding,
             reading: true,
             budget: None,
@@ -222,6 +272,7 @@ impl Pump {
             && self.state.pending().is_empty()
             && self.inject.is_none()
             && self.queued_close.is_none()
+            && self.pushed.is_none()
     }
 
     /// A close frame has gone, or will go, this way: the source's own,
@@ -271,6 +322,18 @@ impl Pump {
         true
     }
 
+    /// True when a pushed message can be handed over: none waits, and
+    /// this way is still open.
+    pub(crate) fn takes_push(&self) -> bool {
+        self.pushed.is_none() && self.forwarding() && !self.close_sent()
+    }
+
+    /// Hands over a pushed message; it goes out at the next message
+    /// boundary of what is relayed this way.
+    pub(crate) fn push(&mut self, message: Pushed) {
+        self.pushed = Some(Outgoing::new(message));
+    }
+
     /// What went this way so far.
     pub(crate) fn counts(&self) -> Counts {
         Counts {
@@ -283,6 +346,7 @@ impl Pump {
         self.phase = Phase::Gone;
         self.inject = None;
         self.queued_close = None;
+        self.pushed = None;
         Event::DestinationGone
     }
 
@@ -403,6 +467,30 @@ impl Pump {
                     continue;
                 }
             }
+            // A pushed message goes out whole between messages, never inside
+            // a fragmented one; once started, nothing else comes before its
+            // end. A close of the proxy's that is due drops it unstarted.
+            let open = self.forwarding() && self.state.close_code().is_none();
+            let due = open
+                && self.state.at_message_boundary()
+                && self.inject.is_none()
+                && self.queued_close.is_none();
+            if let Some(out) = &mut self.pushed {
+                if out.at > 0 || due {
+                    match ready!(write(cx, dst, out.rest())) {
+                        Some(n) => out.at += n,
+                        None => return Poll::Ready(Err(self.destination_gone())),
+                    }
+                    if out.rest().is_empty() {
+                        self.pushed = None;
+                    }
+                    self.unflushed = true;
+                    continue;
+                }
+                if !open || self.inject.as_ref().is_some_and(Inject::seals) {
+                    self.pushed = None;
+                }
+            }
             // The proxy's frame goes out between frames, never inside one
             // (RFC 6455 section 5.4). When forwarding stopped at a rule
             // break, that happened at a frame boundary too.
@@ -466,6 +554,20 @@ impl Pump {
                 let left = self.state.frame_remaining();
                 if left > 0 && left < input.len() as u64 {
                     input = &input[..left as usize];
+                }
+            } else if self.pushed.is_some() {
+                // A pushed message waits for the end of the message in
+                // progress: pass one frame at a time, so that the state
+                // is asked after each one whether the message ended.
+                let frame = match self.state.frame_remaining() {
+                    0 => match parse_header(input) {
+                        Ok(Some(h)) => (h.header_len() as u64).saturating_add(h.payload_len),
+                        Ok(None) | Err(_) => u64::MAX,
+                    },
+                    left => left,
+                };
+                if frame < input.len() as u64 {
+                    input = &input[..frame as usize];
                 }
             }
             match self.state.advance(input) {

@@ -388,6 +388,11 @@ impl DirectionState {
         self.pending_from == self.pending_to && !inside_frame
     }
 
+    /// A frame boundary outside any fragmented message (RFC 6455 5.4).
+    pub fn at_message_boundary(&self) -> bool {
+        self.at_frame_boundary() && self.message.is_none()
+    }
+
     /// Payload bytes of the frame in progress still to come; 0 between
     /// frames. The relay passes no more than this when it must place a
     /// frame of its own right after the current one.

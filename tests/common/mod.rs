@@ -1,7 +1,8 @@
 //! Shared test harness, one kit per file: the real proxy on loopback port 0
 //! (`proxy`), recording and scripted backends (`backends`), a raw
 //! frame-level WebSocket peer for exact wire checks (`wire`), certificates
-//! (`certs`) and the real binary as a child process (`binary`). Test files
+//! (`certs`), the real binary as a child process (`binary`) and the Debian
+//! programs some tests drive, installed when missing (`tools`). Test files
 //! use it as `mod common; use common::*;`.
 #![allow(dead_code)]
 
@@ -9,6 +10,7 @@ mod backends;
 mod binary;
 mod certs;
 mod proxy;
+mod tools;
 mod wire;
 
 // Each test file uses some kits, not all.
@@ -20,6 +22,8 @@ pub use binary::*;
 pub use certs::*;
 #[allow(unused_imports)]
 pub use proxy::*;
+#[allow(unused_imports)]
+pub use tools::*;
 #[allow(unused_imports)]
 pub use wire::*;
 

@@ -17,8 +17,8 @@ use toml::Spanned;
 use super::values::is_dns_name;
 use super::{file, optional, Checker};
 use crate::config::{
-    Admin, CertPair, ClientAuth, Listener, SniCert, Tls, DEFAULT_KEEPALIVE_TIMEOUT,
-    DEFAULT_MAX_HEADER_BYTES,
+    Admin, CertPair, Cidr, ClientAuth, Listener, ProxyProtocol, Secret, SniCert, Tls,
+    DEFAULT_KEEPALIVE_TIMEOUT, DEFAULT_MAX_HEADER_BYTES,
 };
 
 impl Checker<'_> {
@@ -31,7 +31,61 @@ impl Checker<'_> {
             "bind = \"127.0.0.1:9900\"",
         )?;
         let bind = self.socket_addr("admin.bind", bind)?;
-        Some(Admin { bind })
+        let token = admin.get_ref().token.as_ref();
+        let secret = token.and_then(|t| self.admin_token(t));
+        if token.is_none() && !bind.ip().is_loopback() && !self.dropped.contains("admin.token") {
+            let message = format!(
+                "the admin listener binds {bind}, which is not a loopback address, so it needs \
+                 a token: add `token = \"env:WSGATE_ADMIN_TOKEN\"` (or \"file:PATH\")"
+            );
+            self.report("admin.token".to_string(), Some(admin.span()), message);
+        }
+        Some(Admin {
+            bind,
+            token: secret,
+        })
+    }
+
+    /// `[admin] token`: where the secret is, never the secret itself, so
+    /// that the configuration file can be shared and versioned.
+    fn admin_token(&mut self, token: &Spanned<String>) -> Option<Secret> {
+        let span = Some(token.span());
+        let (value, source) = if let Some(name) = token.get_ref().strip_prefix("env:") {
+            (
+                std::env::var(name).ok(),
+                format!("environment variable {name}"),
+            )
+        } else if let Some(file) = token.get_ref().strip_prefix("file:") {
+            let path = self.base.join(file);
+            match std::fs::read_to_string(&path) {
+                Ok(text) => (Some(text), format!("token file {}", path.display())),
+                Err(e) => {
+                    let message = format!("cannot read token file {}: {e}", path.display());
+                    self.report("admin.token".to_string(), span, message);
+                    return None;
+                }
+            }
+        } else {
+            let message = "must say where the secret is, `env:NAME` or `file:PATH`; \
+                           never write the secret itself in the configuration"
+                .to_string();
+            self.report("admin.token".to_string(), span, message);
+            return None;
+        };
+        // A file usually ends with a newline that is not part of the secret.
+        let value = value.map(|v| v.trim().to_string()).unwrap_or_default();
+        if value.is_empty() {
+            let message = format!("{source} is not set or empty");
+            self.report("admin.token".to_string(), span, message);
+            return None;
+        }
+        // RFC 6750 section 2.1: a bearer token is visible ASCII.
+        if !value.bytes().all(|b| b.is_ascii_graphic()) {
+            let message = format!("{source} holds characters a bearer token cannot carry (only visible ASCII, no spaces)");
+            self.report("admin.token".to_string(), span, message);
+            return None;
+        }
+        Some(Secret::new(value))
     }
 
     /// Two binds on one port collide when the addresses are equal or one is
@@ -39,12 +93,19 @@ impl Checker<'_> {
     pub(super) fn address_conflicts(&mut self, file: &file::File) {
         let admin = file.admin.as_ref().and_then(|a| a.get_ref().bind.as_ref());
         let admin = admin.map(|b| ("admin.bind".to_string(), b));
+        let publish = file
+            .publish
+            .as_ref()
+            .and_then(|p| p.get_ref().bind.as_ref());
+        let admin = admin
+            .into_iter()
+            .chain(publish.map(|b| ("publish.bind".to_string(), b)));
         let listeners = file.listener.iter().enumerate().filter_map(|(i, l)| {
             let bind = l.get_ref().bind.as_ref();
             bind.map(|b| (format!("listener[{i}].bind"), b))
         });
         // Unparsable addresses are reported by `socket_addr`.
-        let mut binds: Vec<(String, &Spanned<String>, SocketAddr)> = (admin.into_iter())
+        let mut binds: Vec<(String, &Spanned<String>, SocketAddr)> = admin
             .chain(listeners)
             .filter_map(|(path, value)| Some((path, value, value.get_ref().parse().ok()?)))
             .collect();
@@ -83,6 +144,32 @@ impl Checker<'_> {
                 .and_then(|b| usize::try_from(b).ok()),
         };
         let tls = optional(&l.tls, |t| self.tls(&format!("{path}.tls"), t));
+        let proxy_protocol = optional(&l.proxy_protocol, |v| {
+            let accepted = match v.get_ref().as_str() {
+                "v1" => ProxyProtocol::V1,
+                "v2" => ProxyProtocol::V2,
+                "any" => ProxyProtocol::Any,
+                other => {
+                    let message = format!(
+                        "unknown PROXY protocol {other:?}; write \"v1\", \"v2\" or \"any\""
+                    );
+                    self.report(format!("{path}.proxy_protocol"), Some(v.span()), message);
+                    return None;
+                }
+            };
+            Some(accepted)
+        });
+        let from = self.cidrs(
+            &format!("{path}.proxy_protocol_from"),
+            &l.proxy_protocol_from,
+        );
+        if let (Some(list), None) = (&l.proxy_protocol_from, &l.proxy_protocol) {
+            let message = "proxy_protocol_from has no effect without proxy_protocol; \
+                           set proxy_protocol = \"v2\" (or \"v1\", \"any\"), or remove it";
+            let key = format!("{path}.proxy_protocol_from");
+            self.report(key, Some(list.span()), message.to_string());
+        }
+        let trusted_proxies = self.cidrs(&format!("{path}.trusted_proxies"), &l.trusted_proxies);
         let admission = self.listener_admission(&path, l);
         let keepalive_timeout = match &l.keepalive_timeout {
             None => Some(DEFAULT_KEEPALIVE_TIMEOUT),
@@ -93,9 +180,38 @@ impl Checker<'_> {
             bind: bind?,
             max_header_bytes: max_header_bytes?,
             tls: tls?,
+            proxy_protocol: proxy_protocol?,
+            proxy_protocol_from: from?,
+            trusted_proxies: trusted_proxies?,
             admission: admission?,
             keepalive_timeout: keepalive_timeout?,
         })
+    }
+
+    /// A list of address ranges; absent: empty.
+    fn cidrs(
+        &mut self,
+        path: &str,
+        list: &Option<Spanned<Vec<Spanned<String>>>>,
+    ) -> Option<Vec<Cidr>> {
+        let Some(list) = list else {
+            return Some(Vec::new());
+        };
+        let checked: Vec<Option<Cidr>> = (list.get_ref().iter().enumerate())
+            .map(|(k, v)| {
+                let parsed = Cidr::parse(v.get_ref());
+                if parsed.is_none() {
+                    let message = format!(
+                        "{:?} is not an address range; write e.g. \"10.0.0.0/8\", \
+                         \"fd00::/8\" or a single address",
+                        v.get_ref()
+                    );
+                    self.report(format!("{path}[{k}]"), Some(v.span()), message);
+                }
+                parsed
+            })
+            .collect();
+        checked.into_iter().collect()
     }
 
     pub(super) fn tls(&mut self, path: &str, tls: &Spanned<file::Tls>) -> Option<Tls> {

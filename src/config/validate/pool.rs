@@ -10,8 +10,8 @@ use toml::Spanned;
 use super::values::is_dns_name;
 use super::{file, optional, Checker};
 use crate::config::{
-    Backend, BackendEntry, Balance, HealthCheck, HealthCheckKind, Pool, Sticky, StickySource,
-    Target, DEFAULT_MAX_IDLE_PER_BACKEND,
+    Backend, BackendEntry, Balance, HealthCheck, HealthCheckKind, Pool, ProxyVersion, Sticky,
+    StickySource, Target, DEFAULT_MAX_IDLE_PER_BACKEND,
 };
 
 /// Health check timing when the table leaves it out (contract, `[[pool]]`).
@@ -93,6 +93,20 @@ impl Checker<'_> {
                 self.report(format!("{path}.tls"), Some(written.span()), message);
             }
         }
+        let send_proxy_protocol = optional(&p.send_proxy_protocol, |v| {
+            let version = match v.get_ref().as_str() {
+                "v1" => ProxyVersion::V1,
+                "v2" => ProxyVersion::V2,
+                other => {
+                    let message =
+                        format!("unknown PROXY protocol version {other:?}; write \"v1\" or \"v2\"");
+                    let key = format!("{path}.send_proxy_protocol");
+                    self.report(key, Some(v.span()), message);
+                    return None;
+                }
+            };
+            Some(version)
+        });
         let slow_start = match &p.slow_start {
             None => Some(Duration::ZERO),
             Some(v) => self.duration(&format!("{path}.slow_start"), v),
@@ -115,6 +129,7 @@ impl Checker<'_> {
             unresolved: Vec::new(),
             resolve_interval: resolve_interval?,
             tls: tls?,
+            send_proxy_protocol: send_proxy_protocol?,
             slow_start: slow_start?,
             rebalance: rebalance?,
             max_idle_per_backend: max_idle_per_backend?,

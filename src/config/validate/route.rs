@@ -48,8 +48,10 @@ impl Checker<'_> {
                 .collect();
             checked.into_iter().collect()
         });
+        let tags = optional(&r.tags, |t| self.tags(&format!("{path}.tags"), t));
         let mut limits = defaults;
         self.limits(&path, &limit_keys_of_route(r), &mut limits);
+        let auth = optional(&r.auth, |a| self.auth(&format!("{path}.auth"), a));
         Some(Route {
             listener: listener?,
             host: host?,
@@ -57,7 +59,9 @@ impl Checker<'_> {
             pool: pool?,
             pool_index: pool_index?,
             allowed_origins: allowed_origins?,
+            tags: tags?,
             limits,
+            auth: auth?,
         })
     }
 

@@ -16,6 +16,8 @@ fn rated(per_second: u32, burst: u32, on: OnMessageRate) -> Limits {
         max_messages_per_second: Some(per_second),
         message_burst: Some(burst),
         on_message_rate: on,
+        // No keepalive pings: these tests follow the rate timers alone.
+        ping_interval: Duration::ZERO,
         ..Limits::default()
     }
 }
@@ -97,6 +99,7 @@ fn max_lifetime_closes_1001_both_ways() {
     let start = Instant::now();
     let limits = Limits {
         idle_timeout: Duration::from_secs(3600),
+        ping_interval: Duration::ZERO,
         ..Limits::default()
     };
     let mut life = Lifecycle::new(limits, false, start);

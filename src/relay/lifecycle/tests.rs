@@ -415,3 +415,34 @@ fn done_once_both_sides_hung_up_after_their_fin_or_loss() {
     ends.client_to_backend.destination_gone = true;
     assert!(life.is_done(t0, ends));
 }
+
+#[test]
+fn token_expiry_closes_1008_recorded_as_the_proxy() {
+    let (mut life, t0) = start(limits(60, 0, 10));
+    life.expire_at(t0 + 2 * SEC);
+    assert_eq!(life.next_deadline(), t0 + 2 * SEC);
+    // Traffic does not move it.
+    life.traffic(t0 + SEC, 10, 10);
+    assert_eq!(life.next_deadline(), t0 + 2 * SEC);
+    assert_eq!(life.on_timer(t0 + SEC).due, None);
+    assert_eq!(life.on_timer(t0 + 2 * SEC).due, Some(Due::TokenExpired));
+    assert_eq!(
+        life.close(),
+        Some(CloseInfo {
+            code: CloseCode::POLICY_VIOLATION,
+            initiator: Initiator::Proxy
+        })
+    );
+    // Closing now: the grace counts, nothing else comes due.
+    assert_eq!(life.next_deadline(), t0 + 2 * SEC + CLOSE_GRACE);
+    assert_eq!(life.on_timer(t0 + 3 * SEC).due, None);
+}
+
+#[test]
+fn a_close_before_the_expiry_keeps_its_own_code() {
+    let (mut life, t0) = start(limits(60, 0, 10));
+    life.expire_at(t0 + 10 * SEC);
+    life.close_passed(Direction::ClientToBackend, CloseCode::NORMAL, t0 + SEC);
+    assert_eq!(life.on_timer(t0 + 10 * SEC).due, None);
+    assert_eq!(life.close().unwrap().code, CloseCode::NORMAL);
+}

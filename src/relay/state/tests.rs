@@ -732,3 +732,22 @@ fn close_codes_allowed_on_the_wire_pass_at_every_split() {
         }
     }
 }
+
+/// A pushed message may only go between messages: a frame boundary inside
+/// a fragmented message is not one.
+#[test]
+fn message_boundaries_are_frame_boundaries_outside_fragmented_messages() {
+    let mut s = state(B2C);
+    assert!(s.at_message_boundary());
+    let first = frame(B2C, false, 0, Opcode::Text, b"one, ");
+    let ping = frame(B2C, true, 0, Opcode::Ping, b"");
+    let last = frame(B2C, true, 0, Opcode::Continuation, b"two");
+    assert_eq!(s.advance(&first), Step::Forward(first.len()));
+    assert!(s.at_frame_boundary() && !s.at_message_boundary());
+    assert_eq!(s.advance(&ping), Step::Forward(ping.len()));
+    assert!(!s.at_message_boundary());
+    assert_eq!(s.advance(&last[..3]), Step::Forward(3));
+    assert!(!s.at_message_boundary());
+    assert_eq!(s.advance(&last[3..]), Step::Forward(last.len() - 3));
+    assert!(s.at_message_boundary());
+}

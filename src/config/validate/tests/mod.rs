@@ -3,9 +3,11 @@
 
 mod admission;
 mod http;
+mod identity;
 mod keys;
 mod listener;
 mod pool;
+mod push;
 mod route;
 mod values;
 
@@ -186,13 +188,18 @@ fn example_file_commented_examples_parse() {
     ] {
         dir.cert(&format!("certs/{stem}"), &[&format!("{stem}.example.com")]);
     }
+    std::fs::create_dir(dir.0.join("secrets")).unwrap();
+    std::fs::write(dir.0.join("secrets/jwt"), "example secret").unwrap();
+    std::fs::write(dir.0.join("admin-token"), "example-token\n").unwrap();
+    std::fs::write(dir.0.join("publish.token"), "s3cret\n").unwrap();
     let config = parse(&uncommented.join("\n"), &dir.0, "uncommented").unwrap();
     let counts = (
         config.listeners.len(),
         config.routes.len(),
         config.pools.len(),
     );
-    assert_eq!(counts, (3, 3, 2));
+    assert_eq!(counts, (3, 6, 2));
+    assert!(config.publish.is_some() && config.cluster.is_some());
     assert_eq!(config.listeners[1].tls.as_ref().unwrap().sni.len(), 2);
     assert_eq!(config.resolver.nameservers.len(), 1);
     let chat = &config.pools[1];
