@@ -172,6 +172,7 @@ fn status(shared: &Shared) -> serde_json::Value {
                     let state = balancer.backend(i)?;
                     Some(json!({
                         "addr": b.addr.to_string(),
+                        "name": b.name.as_deref(),
                         "weight": b.weight,
                         "max_connections": b.max_connections,
                         "up": state.is_up(now),
@@ -197,7 +198,8 @@ fn status(shared: &Shared) -> serde_json::Value {
                 Balance::LeastConnections => "least_connections",
                 Balance::Sticky => "sticky",
             };
-            json!({ "name": pool.name, "balance": balance, "backends": backends })
+            let entries = entry_status(shared, pool);
+            json!({ "name": pool.name, "balance": balance, "backends": backends, "entries": entries })
         })
         .collect();
     let loaded_at = humantime::format_rfc3339_seconds(snapshot.loaded_at).to_string();
@@ -210,6 +212,20 @@ fn status(shared: &Shared) -> serde_json::Value {
         "routes": routes,
         "pools": pools,
     })
+}
+
+/// A pool's name entries: each with its resolved addresses and when they
+/// were last resolved (`null` until the first success).
+fn entry_status(shared: &Shared, pool: &crate::config::Pool) -> Vec<serde_json::Value> {
+    (shared.discovery.status(pool).into_iter())
+        .map(|e| {
+            let resolved_at =
+                (e.resolved_at).map(|t| humantime::format_rfc3339_millis(t).to_string());
+            let addresses: Vec<String> = e.addresses.iter().map(|a| a.to_string()).collect();
+            let key = if e.srv { "srv" } else { "addr" };
+            json!({ key: e.entry, "addresses": addresses, "resolved_at": resolved_at, "error": e.error })
+        })
+        .collect()
 }
 
 fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {

@@ -78,6 +78,9 @@ struct Context {
     framing: Arc<Verdict>,
     /// Requests seen so far on this connection.
     requests: std::sync::atomic::AtomicUsize,
+    /// The verified client certificate's identity, set after a TLS
+    /// handshake that carried one.
+    client_cert: std::sync::OnceLock<tls::ClientIdentity>,
 }
 
 /// What the access-log line of a relayed connection names.
@@ -131,6 +134,7 @@ pub async fn serve(stream: TcpStream, accepted: Accepted) {
         keepalive: listener.keepalive_timeout,
         framing: Arc::default(),
         requests: Default::default(),
+        client_cert: std::sync::OnceLock::new(),
     });
     debug!(peer = %accepted.peer, listener = %accepted.listener, "connection opened");
     let ticket = match entered {
@@ -178,6 +182,15 @@ pub async fn serve(stream: TcpStream, accepted: Accepted) {
             match pending(&dropped, timeout_at(deadline, acceptor.accept(stream))).await {
                 None => accepted.pending_dropped(),
                 Some(Ok(Ok(tls_stream))) => {
+                    // rustls has verified any certificate the client sent.
+                    if let Some(leaf) = tls_stream
+                        .get_ref()
+                        .1
+                        .peer_certificates()
+                        .and_then(|c| c.first())
+                    {
+                        let _ = accepted.client_cert.set(tls::ClientIdentity::of(leaf));
+                    }
                     serve_http(tls_stream, accepted, deadline, limit, None, true, dropped).await
                 }
                 Some(Ok(Err(e))) => accepted.tls_failed(&e.to_string()),
@@ -356,6 +369,9 @@ async fn answer<IO>(
 where
     IO: AsyncRead + AsyncWrite + relay::Socket + Unpin + Send + 'static,
 {
+    // Never forwarded as the client sent them, on either path: only a
+    // verified certificate sets them.
+    tls::set_client_cert_headers(req.headers_mut(), accepted.client_cert.get());
     let index = accepted
         .requests
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -643,8 +659,9 @@ async fn connect_backend(
         let addr = lease.backend().addr();
         debug!(peer = %accepted.peer, pool = %pool.name, backend = %addr, "backend chosen");
         let timeout = attempt.connect_timeout.min(left);
-        let answer = upstream::answer(
-            addr,
+        let dial = upstream::Dial::to_backend(pool.tls.as_ref(), &pool.backends[idx]);
+        let answer = upstream::answer_via(
+            &dial,
             &attempt.request,
             attempt.client_key,
             &attempt.offer,
@@ -675,6 +692,10 @@ async fn connect_backend(
     }
     Err(Failed::Reject(match last_failure {
         Some(e) => Reject::BackendsFailed(e),
+        // A pool of names none of which ever resolved says which.
+        None if pool.backends.is_empty() && !pool.unresolved.is_empty() => {
+            Reject::Unresolved(pool.unresolved.clone())
+        }
         None => Reject::NoBackend,
     }))
 }
@@ -697,7 +718,7 @@ struct Attempt<'a> {
 struct Handover {
     peer: SocketAddr,
     backend_addr: SocketAddr,
-    backend_stream: TcpStream,
+    backend_stream: upstream::BackendStream,
     backend_pre: Bytes,
     settings: relay::Settings,
     stop: relay::Stop,

@@ -85,6 +85,10 @@ pub enum Reject {
     /// Every backend is down, draining or at its cap.
     #[error("no backend available")]
     NoBackend,
+    /// The pool's backends come from names that have not resolved yet
+    /// (the names are the configuration's, not backend addresses).
+    #[error("no backend available: {}", not_resolving(.0))]
+    Unresolved(Vec<String>),
     /// The proxy itself ran short (file descriptors, buffers, local
     /// ports) while connecting to a backend; the backend is not at fault.
     #[error("proxy out of local resources; try again shortly")]
@@ -97,6 +101,20 @@ pub enum Reject {
     /// refusal of its own.
     #[error("bad answer from backend: {0}")]
     BadBackendAnswer(UpstreamFailure),
+}
+
+/// At most three names, so that a reason stays short (contract: under
+/// 1 KiB) however many entries a pool has.
+fn not_resolving(names: &[String]) -> String {
+    const SHOWN: usize = 3;
+    let mut text = names[..names.len().min(SHOWN)].join(", ");
+    if names.len() > SHOWN {
+        text.push_str(&format!(" and {} more", names.len() - SHOWN));
+    }
+    match names.len() {
+        1 => text + " does not resolve yet",
+        _ => text + " do not resolve yet",
+    }
 }
 
 impl Reject {
@@ -121,7 +139,9 @@ impl Reject {
             Reject::NotGet => StatusCode::METHOD_NOT_ALLOWED,
             Reject::NotWebSocket | Reject::BadVersion => StatusCode::UPGRADE_REQUIRED,
             Reject::OriginNotAllowed => StatusCode::FORBIDDEN,
-            Reject::NoBackend | Reject::LocalShortage => StatusCode::SERVICE_UNAVAILABLE,
+            Reject::NoBackend | Reject::Unresolved(_) | Reject::LocalShortage => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Reject::BackendsFailed(_) | Reject::BadBackendAnswer(_) => StatusCode::BAD_GATEWAY,
         }
     }
@@ -471,6 +491,18 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for Rewind<IO> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unresolved_reason_names_at_most_three() {
+        let names: Vec<String> = (1..=5).map(|i| format!("n{i}.internal:9000")).collect();
+        let reject = Reject::Unresolved(names);
+        assert_eq!(reject.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            reject.to_string(),
+            "no backend available: n1.internal:9000, n2.internal:9000, n3.internal:9000 \
+             and 2 more do not resolve yet"
+        );
+    }
 
     #[tokio::test]
     async fn head_end_found_across_reads_and_limit_enforced() {

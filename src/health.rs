@@ -4,7 +4,6 @@
 //! marked down there comes back only through a passing check here.
 
 use std::io;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,7 +18,7 @@ use crate::close::CloseCode;
 use crate::config::{HealthCheck, HealthCheckKind, ProxyVersion};
 use crate::frame::{close_frame, MAX_CONTROL_FRAME_LEN};
 use crate::snapshot::Snapshot;
-use crate::upstream::{self, Offer, UpstreamError};
+use crate::upstream::{self, Dial, Offer, UpstreamError};
 
 /// Why a health check failed.
 #[derive(Debug, thiserror::Error)]
@@ -65,8 +64,9 @@ impl HealthChecks {
             };
             for idx in 0..balancer.len() {
                 let state = balancer.backend(idx).expect("index in range").clone();
+                let dial = Dial::to_backend(pool.tls.as_ref(), &pool.backends[idx]);
                 let proxy = pool.send_proxy_protocol;
-                let task = tokio::spawn(run(pool.name.clone(), state, check.clone(), proxy));
+                let task = tokio::spawn(run(pool.name.clone(), state, dial, check.clone(), proxy));
                 tasks.push(task.abort_handle());
             }
         }
@@ -85,6 +85,7 @@ impl Drop for HealthChecks {
 async fn run(
     pool: String,
     state: Arc<BackendState>,
+    dial: Dial,
     check: HealthCheck,
     proxy: Option<ProxyVersion>,
 ) {
@@ -95,7 +96,7 @@ async fn run(
     let mut was_up = Some(state.is_up(tokio::time::Instant::now()));
     loop {
         ticker.tick().await;
-        let result = probe(state.addr(), &check.kind, check.timeout, proxy).await;
+        let result = probe(&dial, &check.kind, check.timeout, proxy).await;
         state.record_check(result.as_ref().err().map(ToString::to_string));
         match &result {
             Ok(()) => state.mark_up(),
@@ -119,15 +120,17 @@ async fn run(
     }
 }
 
-/// One check; the error says why it failed. A backend that expects the
-/// PROXY protocol gets a `LOCAL` (v1: `UNKNOWN`) header before a
+/// One check; the error says why it failed. A `websocket` check of a TLS
+/// pool goes over TLS, so a certificate problem fails it. A backend that
+/// expects the PROXY protocol gets a `LOCAL` (v1: `UNKNOWN`) header before a
 /// WebSocket check's request: the check is the proxy's own connection.
 async fn probe(
-    addr: SocketAddr,
+    dial: &Dial,
     kind: &HealthCheckKind,
     timeout: Duration,
     proxy: Option<ProxyVersion>,
 ) -> Result<(), ProbeError> {
+    let addr = dial.addr;
     match kind {
         HealthCheckKind::Tcp => {
             match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(addr)).await {
@@ -147,7 +150,7 @@ async fn probe(
                 crate::proxy_protocol::write_local(version, &mut bytes);
             }
             bytes.extend_from_slice(request.as_bytes());
-            let mut up = upstream::upgrade(addr, &bytes, &key, &Offer::default(), timeout)
+            let mut up = upstream::upgrade(dial, &bytes, &key, &Offer::default(), timeout)
                 .await
                 .map_err(ProbeError::Upgrade)?;
             // Leave politely (RFC 6455 section 7.1.2): a masked close, then FIN.

@@ -13,7 +13,8 @@
 //! running proxy through [`runtime`] only. [`config`] and [`snapshot`]
 //! stand at the side: the validated file and the running view built from
 //! it. The control plane sits above the data path and is never imported by
-//! it: [`server`] applies configurations, [`reload`] holds the reload
+//! it: [`server`] applies configurations, [`discovery`] resolves backend
+//! names and SRV records into them, [`reload`] holds the reload
 //! triggers, [`admin`] the admin listener and [`publish`] the publish API
 //! with its Redis cluster; the binary wires them
 //! together (tests/architecture.rs checks this). [`echo`] is the built-in
@@ -64,6 +65,8 @@ pub mod snapshot;
 pub mod runtime;
 
 pub mod reload;
+
+pub mod discovery;
 
 pub mod shutdown;
 

@@ -231,12 +231,22 @@ fn probe_ready(admin: &str, timeout: Duration) -> Result<(), String> {
 fn check(path: &Path) -> ExitCode {
     match config::load(path) {
         Ok(c) => {
+            // Names that do not resolve here are warnings, not errors: this
+            // machine may not see the production DNS.
+            let warnings = runtime(Some(1)).block_on(wsgate::discovery::check_names(&c));
+            for warning in &warnings {
+                eprintln!("warning: {warning}");
+            }
             println!(
-                "{}: OK ({} listener(s), {} route(s), {} pool(s))",
+                "{}: OK ({} listener(s), {} route(s), {} pool(s){})",
                 path.display(),
                 c.listeners.len(),
                 c.routes.len(),
-                c.pools.len()
+                c.pools.len(),
+                match warnings.len() {
+                    0 => String::new(),
+                    n => format!(", {n} warning(s)"),
+                }
             );
             ExitCode::SUCCESS
         }

@@ -151,7 +151,18 @@ struct ProxyProtocolLabels {
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BackendLabels {
     pool: String,
+    /// The resolved `ip:port`.
     backend: String,
+    /// The DNS name it was resolved from; empty for an address written
+    /// in the file (and for a draining backend, which no snapshot lists).
+    name: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResolveLabels {
+    pool: String,
+    /// The entry as written: `name:port` or the SRV name.
+    name: String,
 }
 
 /// Every metric the proxy keeps.
@@ -169,6 +180,7 @@ pub struct Metrics {
     reloads: Family<ResultLabels, Counter>,
     config_version: Gauge,
     tls_failures: Family<ListenerLabels, Counter>,
+    resolve_errors: Family<ResolveLabels, Counter>,
     handshake_seconds: Histogram,
     connection_seconds: Histogram,
     log_lines_dropped: Counter,
@@ -237,6 +249,7 @@ impl Metrics {
             reloads: Family::default(),
             config_version: Gauge::default(),
             tls_failures: Family::default(),
+            resolve_errors: Family::default(),
             // 0.5 ms .. ~16 s: a loopback upgrade to a slow backend's timeout.
             handshake_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
             // 1 s .. 4^10 s (about 12 days): WebSocket connections live for hours.
@@ -321,6 +334,11 @@ impl Metrics {
             "wsgate_tls_handshake_failures",
             "TLS handshakes that failed or timed out",
             m.tls_failures.clone(),
+        );
+        registry.register(
+            "wsgate_resolve_errors",
+            "Failed or empty resolutions of backend names; the last good addresses stay",
+            m.resolve_errors.clone(),
         );
         registry.register(
             "wsgate_handshake_duration_seconds",
@@ -461,11 +479,16 @@ impl Metrics {
         self.backend_max.clear();
         for (pool, balancer) in snapshot.config.pools.iter().zip(&snapshot.balancers) {
             let now = tokio::time::Instant::now();
-            let states = (0..balancer.len()).filter_map(|i| balancer.backend(i).cloned());
-            for state in states.chain(registry.draining(&pool.name)) {
+            let named = (0..balancer.len()).filter_map(|i| {
+                let name = pool.backends.get(i)?.name.as_deref().unwrap_or("");
+                Some((balancer.backend(i)?.clone(), name.to_string()))
+            });
+            let draining = (registry.draining(&pool.name).into_iter()).map(|s| (s, String::new()));
+            for (state, name) in named.chain(draining) {
                 let labels = BackendLabels {
                     pool: pool.name.clone(),
                     backend: state.addr().to_string(),
+                    name,
                 };
                 self.backend_up
                     .get_or_create(&labels)
@@ -479,6 +502,7 @@ impl Metrics {
                     let labels = BackendLabels {
                         pool: pool.name.clone(),
                         backend: b.addr.to_string(),
+                        name: b.name.as_deref().unwrap_or("").to_string(),
                     };
                     self.backend_max.get_or_create(&labels).set(i64::from(max));
                 }
@@ -565,6 +589,15 @@ impl Metrics {
     pub fn reload(&self, success: bool) {
         let result = if success { "success" } else { "failure" };
         self.reloads.get_or_create(&ResultLabels { result }).inc();
+    }
+
+    /// A resolution of entry `name` of `pool` failed or found nothing.
+    pub fn resolve_failed(&self, pool: &str, name: &str) {
+        let labels = ResolveLabels {
+            pool: pool.to_string(),
+            name: name.to_string(),
+        };
+        self.resolve_errors.get_or_create(&labels).inc();
     }
 
     /// A TLS handshake on `listener` failed or timed out.

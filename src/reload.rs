@@ -178,6 +178,14 @@ fn cert_files(config: &Config) -> Vec<PathBuf> {
             out.push(sni.pair.cert.clone());
             out.push(sni.pair.key.clone());
         }
+        out.extend(tls.client_auth.iter().map(|a| a.ca.clone()));
+    }
+    for tls in config.pools.iter().filter_map(|p| p.tls.as_ref()) {
+        out.extend(tls.ca.iter().cloned());
+        if let Some(pair) = &tls.client_cert {
+            out.push(pair.cert.clone());
+            out.push(pair.key.clone());
+        }
     }
     // JWKS and secret files of routes' `auth`: re-read like certificates.
     for route in &config.routes {

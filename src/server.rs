@@ -10,17 +10,19 @@ use std::net::SocketAddr;
 use std::ops::Deref;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
 use tokio::net::TcpListener;
+use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
 use tracing::{error, info, warn};
 
 use crate::admission::Gate;
 use crate::config::{self, Config, ConfigError};
 use crate::connection::{self, Accepted};
+use crate::discovery::Discovery;
 use crate::health::HealthChecks;
 use crate::metrics::Metrics;
 use crate::push::Hub;
@@ -107,6 +109,10 @@ pub struct Shared {
     /// Accept loops by listener key (configured address).
     listeners: Mutex<HashMap<ListenerKey, Bound>>,
     health: Mutex<HealthChecks>,
+    /// What backend names resolved to, and the tasks resolving them.
+    pub(crate) discovery: Arc<Discovery>,
+    /// Told by those tasks when a name's set of addresses changed.
+    names_changed: mpsc::UnboundedSender<()>,
     rebalancers: Mutex<Rebalancers>,
 }
 
@@ -130,7 +136,10 @@ impl Server {
     /// conflict is reported at start, not at first use. The admin socket
     /// waits for [`Server::take_admin_socket`]. `config_path` is the file
     /// reloads read.
-    pub async fn start(config: Config, config_path: Option<PathBuf>) -> Result<Server, BindError> {
+    pub async fn start(
+        mut config: Config,
+        config_path: Option<PathBuf>,
+    ) -> Result<Server, BindError> {
         let mut sockets = Vec::with_capacity(config.listeners.len());
         for l in &config.listeners {
             sockets.push((ListenerKey::of(l), bind(&l.name, l.bind).await?));
@@ -139,6 +148,12 @@ impl Server {
             Some(a) => Some(bind("admin", a.bind).await?),
             None => None,
         };
+        let metrics = admin.is_some().then(|| Arc::new(Metrics::new()));
+        // Names resolve before the first snapshot, so that a pool of names
+        // has its backends from the first connection on.
+        let discovery = Arc::new(Discovery::default());
+        discovery.resolve(&config, false, metrics.as_deref()).await;
+        discovery.fill(&mut config);
         let registry = Registry::default();
         let queue = config
             .publish
@@ -154,11 +169,12 @@ impl Server {
             current: ArcSwap::from_pointee(snapshot),
             registry,
             tracker: Arc::default(),
-            metrics: admin.is_some().then(|| Arc::new(Metrics::new())),
+            metrics,
             forwarder: crate::auth::forward::Forwarder::new(),
             hub,
             http: Arc::default(),
         });
+        let (names_changed, changes) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
             runtime,
             ready: AtomicBool::new(false),
@@ -170,6 +186,8 @@ impl Server {
             admin_socket: Mutex::new(admin),
             listeners: Mutex::default(),
             health: Mutex::default(),
+            discovery,
+            names_changed,
             rebalancers: Mutex::default(),
         });
         // Ready means bound and configured (contract), which is true from
@@ -179,6 +197,8 @@ impl Server {
             shared.spawn_accept(key, socket);
         }
         *shared.health.lock().expect("not poisoned") = HealthChecks::start(&shared.current.load());
+        shared.resolve_every_interval();
+        tokio::spawn(follow_names(Arc::downgrade(&shared), changes));
         *shared.rebalancers.lock().expect("not poisoned") =
             Rebalancers::start(&shared.current.load_full(), shared.metrics.clone());
         info!(version = 1, "configuration loaded");
@@ -230,6 +250,7 @@ impl Server {
             bound.task.abort();
         }
         *shared.health.lock().expect("not poisoned") = HealthChecks::default();
+        shared.discovery.stop();
         *shared.rebalancers.lock().expect("not poisoned") = Rebalancers::default();
         let timeout = shared.current.load().config.drain_timeout;
         shared.registry.drain_all(Drain::now(timeout));
@@ -297,6 +318,9 @@ impl Shared {
     async fn apply_file(self: &Arc<Self>) -> Result<u64, ReloadError> {
         let path = self.config_path.as_deref().ok_or(ReloadError::NoFile)?;
         let config = config::load(path).map_err(ReloadError::Invalid)?;
+        // New names resolve before the swap; known ones keep their last set.
+        let metrics = self.metrics.as_deref();
+        self.discovery.resolve(&config, true, metrics).await;
         self.apply(config).await.map_err(ReloadError::Bind)
     }
 
@@ -320,7 +344,7 @@ impl Shared {
     /// (failing whole if one cannot be bound), swaps the snapshot, stops
     /// listeners it no longer has, restarts health checks and drains
     /// removed backends. Returns the new version.
-    async fn apply(self: &Arc<Self>, config: Config) -> Result<u64, BindError> {
+    async fn apply(self: &Arc<Self>, mut config: Config) -> Result<u64, BindError> {
         let mut fresh = Vec::new();
         {
             let known: Vec<ListenerKey> = self
@@ -338,9 +362,10 @@ impl Shared {
             }
         }
         let version = self.current.load().version + 1;
-        let drain = Drain::now(config.drain_timeout);
-        let snapshot = Arc::new(Snapshot::new(config, version, &self.registry));
-        self.current.store(snapshot.clone());
+        // Every name keeps its last resolved set across the reload.
+        self.discovery.retain(&config);
+        self.discovery.fill(&mut config);
+        let snapshot = self.install(config, version, SystemTime::now());
         for (key, socket) in fresh {
             self.spawn_accept(key, socket);
         }
@@ -355,13 +380,57 @@ impl Shared {
                 keep
             });
         }
+        self.resolve_every_interval();
+        Ok(version)
+    }
+
+    /// Swaps in the snapshot of `config` (backends already filled in),
+    /// restarts health checks and rebalancers, and drains the backends it
+    /// no longer has: what a reload and a change of a resolved name have in
+    /// common.
+    fn install(&self, config: Config, version: u64, loaded_at: SystemTime) -> Arc<Snapshot> {
+        let drain = Drain::now(config.drain_timeout);
+        let mut snapshot = Snapshot::new(config, version, &self.registry);
+        snapshot.loaded_at = loaded_at;
+        let snapshot = Arc::new(snapshot);
+        self.current.store(snapshot.clone());
         *self.health.lock().expect("not poisoned") = HealthChecks::start(&snapshot);
         *self.rebalancers.lock().expect("not poisoned") =
             Rebalancers::start(&snapshot, self.metrics.clone());
         for (pool, addr) in self.registry.drain_removed(&snapshot.config, drain) {
             info!(%pool, backend = %addr, drain_timeout = ?drain.timeout, "backend removed: draining");
         }
-        Ok(version)
+        snapshot
+    }
+
+    /// (Re)starts the resolution of the running configuration's names.
+    fn resolve_every_interval(&self) {
+        let snapshot = self.current.load();
+        let (metrics, changed) = (self.metrics.clone(), self.names_changed.clone());
+        self.discovery.start(&snapshot.config, metrics, changed);
+    }
+
+    /// Installs the running configuration again with the names' current
+    /// sets: same version, new backends, removed addresses drained. Under
+    /// the reload lock, so that a reload and this never interleave.
+    async fn refresh_names(&self) {
+        let _one_at_a_time = self.reload_lock.lock().await;
+        let current = self.current.load_full();
+        let mut config = current.config.clone();
+        self.discovery.fill(&mut config);
+        self.install(config, current.version, current.loaded_at);
+    }
+}
+
+/// Rebuilds the snapshot whenever a resolution changed a name's set, until
+/// the proxy is gone. A burst of changes is one rebuild.
+async fn follow_names(shared: Weak<Shared>, mut changes: mpsc::UnboundedReceiver<()>) {
+    while changes.recv().await.is_some() {
+        while changes.try_recv().is_ok() {}
+        let Some(shared) = shared.upgrade() else {
+            return;
+        };
+        shared.refresh_names().await;
     }
 }
 

@@ -10,14 +10,15 @@ use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode};
 use http_body_util::Full;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::time::{timeout_at, Instant};
 
 use crate::rfc6455::{accept_for, has_token, list_items, MAX_HEADERS};
 
 mod refusal;
+mod tls;
 
 pub use refusal::{Refusal, RefusalBody, MAX_REFUSAL_BODY};
+pub use tls::{BackendStream, Dial, DialTls};
 
 /// The most bytes a backend's answer head may take.
 const MAX_RESPONSE_HEAD: usize = 16 * 1024;
@@ -40,6 +41,10 @@ pub enum UpstreamFailure {
     /// The TCP connect failed (refused, unreachable).
     #[error("connect failed: {0}")]
     Connect(io::Error),
+    /// The TLS handshake failed: the certificate did not verify for the
+    /// backend's name, or the backend does not speak TLS.
+    #[error("TLS handshake failed: {0}")]
+    Tls(io::Error),
     /// No connection and answer within `connect_timeout`.
     #[error("no upgrade answer within {0:?} (connect_timeout)")]
     Timeout(Duration),
@@ -84,6 +89,7 @@ impl UpstreamFailure {
     pub fn is_unreachable(&self) -> bool {
         match self {
             UpstreamFailure::Connect(_)
+            | UpstreamFailure::Tls(_)
             | UpstreamFailure::Timeout(_)
             | UpstreamFailure::Lost(_) => true,
             UpstreamFailure::Malformed
@@ -239,7 +245,7 @@ impl Offer {
 #[derive(Debug)]
 pub struct Upgraded {
     /// The backend connection.
-    pub stream: TcpStream,
+    pub stream: BackendStream,
     /// Bytes the backend sent right after its 101 (its first frames).
     pub pre_read: Bytes,
     /// The 101 to pass to the client: the backend's status and headers.
@@ -264,13 +270,14 @@ pub enum Answer {
 /// within `timeout`; any other answer is an error (a refusal is
 /// [`UpstreamFailure::Status`]). For callers that only want a WebSocket.
 pub async fn upgrade(
-    addr: SocketAddr,
+    dial: &Dial,
     request: &[u8],
     key: &HeaderValue,
     offer: &Offer,
     timeout: Duration,
 ) -> Result<Upgraded, UpstreamError> {
-    match answer(addr, request, key, offer, timeout).await? {
+    let addr = dial.addr;
+    match answer_via(dial, request, key, offer, timeout).await? {
         Answer::Upgraded(upgraded) => Ok(upgraded),
         Answer::Refused(refusal) => Err(UpstreamError {
             addr,
@@ -279,8 +286,9 @@ pub async fn upgrade(
     }
 }
 
-/// Connects to `addr`, sends `request`, and reads the backend's answer, all
-/// within `timeout`: a correct 101, or a complete refusal with its body.
+/// Connects to `addr` over plain TCP, sends `request`, and reads the
+/// backend's answer, all within `timeout`: a correct 101, or a complete
+/// refusal with its body.
 pub async fn answer(
     addr: SocketAddr,
     request: &[u8],
@@ -288,9 +296,22 @@ pub async fn answer(
     offer: &Offer,
     timeout: Duration,
 ) -> Result<Answer, UpstreamError> {
+    answer_via(&Dial::plain(addr), request, key, offer, timeout).await
+}
+
+/// [`answer`] for a backend reached as `dial` says (plain or TLS); the TLS
+/// handshake counts against `timeout` too.
+pub async fn answer_via(
+    dial: &Dial,
+    request: &[u8],
+    key: &HeaderValue,
+    offer: &Offer,
+    timeout: Duration,
+) -> Result<Answer, UpstreamError> {
+    let addr = dial.addr;
     let deadline = Instant::now() + timeout;
     let error = |kind| UpstreamError { addr, kind };
-    let (stream, buf) = match timeout_at(deadline, send_and_read_head(addr, request)).await {
+    let (stream, buf) = match timeout_at(deadline, send_and_read_head(dial, request)).await {
         Ok(result) => result.map_err(error)?,
         Err(_) => return Err(error(UpstreamFailure::Timeout(timeout))),
     };
@@ -313,14 +334,10 @@ pub async fn answer(
 /// Connects, sends the request, and reads until a whole answer head is in
 /// the buffer (which may hold more: frames or body bytes).
 async fn send_and_read_head(
-    addr: SocketAddr,
+    dial: &Dial,
     request: &[u8],
-) -> Result<(TcpStream, BytesMut), UpstreamFailure> {
-    let mut stream = TcpStream::connect(addr)
-        .await
-        .map_err(UpstreamFailure::Connect)?;
-    // Small frames must not wait for Nagle's algorithm on either side.
-    let _ = stream.set_nodelay(true);
+) -> Result<(BackendStream, BytesMut), UpstreamFailure> {
+    let mut stream = dial.connect().await?;
     stream
         .write_all(request)
         .await
@@ -387,7 +404,7 @@ fn parse_head(mut buf: BytesMut) -> Result<Head, UpstreamFailure> {
 
 fn validate(
     head: Head,
-    stream: TcpStream,
+    stream: BackendStream,
     key: &HeaderValue,
     offer: &Offer,
 ) -> Result<Upgraded, UpstreamFailure> {

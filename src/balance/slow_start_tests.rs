@@ -21,13 +21,18 @@ fn pool(balance: Balance) -> Pool {
         slow_start: SLOW,
         rebalance: None,
         max_idle_per_backend: 32,
+        entries: Vec::new(),
         backends: (0..3)
             .map(|i| Backend {
                 addr: SocketAddr::from(([10, 0, 0, i as u8 + 1], 9000)),
                 weight: 1,
                 max_connections: None,
+                name: None,
             })
             .collect(),
+        unresolved: Vec::new(),
+        resolve_interval: Duration::from_secs(5),
+        tls: None,
     }
 }
 

@@ -1,5 +1,5 @@
 use super::*;
-use crate::config::{Backend, HealthCheck, HealthCheckKind, Pool, Sticky};
+use crate::config::{Backend, BackendEntry, HealthCheck, HealthCheckKind, Pool, Sticky, Target};
 use std::collections::HashMap;
 
 fn addr(i: usize) -> SocketAddr {
@@ -7,6 +7,16 @@ fn addr(i: usize) -> SocketAddr {
 }
 
 fn pool(balance: Balance, source: Option<StickySource>, weights: &[u32]) -> Pool {
+    let backends: Vec<Backend> = weights
+        .iter()
+        .enumerate()
+        .map(|(i, &weight)| Backend {
+            addr: addr(i),
+            weight,
+            max_connections: None,
+            name: None,
+        })
+        .collect();
     Pool {
         name: "p".to_string(),
         balance,
@@ -20,15 +30,17 @@ fn pool(balance: Balance, source: Option<StickySource>, weights: &[u32]) -> Pool
         health_check: None,
         slow_start: Duration::ZERO,
         rebalance: None,
-        backends: weights
-            .iter()
-            .enumerate()
-            .map(|(i, &weight)| Backend {
-                addr: addr(i),
-                weight,
+        entries: (backends.iter())
+            .map(|b| BackendEntry {
+                target: Target::Addr(b.addr),
+                weight: b.weight,
                 max_connections: None,
             })
             .collect(),
+        backends,
+        unresolved: Vec::new(),
+        resolve_interval: std::time::Duration::from_secs(5),
+        tls: None,
         max_idle_per_backend: 32,
     }
 }

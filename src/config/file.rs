@@ -31,10 +31,24 @@ pub struct File {
     /// `[[pool]]` tables.
     #[serde(default)]
     pub pool: Vec<Spanned<Pool>>,
+    /// `[resolver]`.
+    pub resolver: Option<Spanned<Resolver>>,
     /// `[publish]`.
     pub publish: Option<Spanned<Publish>>,
     /// `[cluster]`.
     pub cluster: Option<Spanned<Cluster>>,
+}
+
+/// `[resolver]`: the DNS client for backend names.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Resolver {
+    /// Socket addresses of DNS servers.
+    pub nameservers: Option<Spanned<Vec<Spanned<String>>>>,
+    /// Duration per query.
+    pub timeout: Option<Spanned<RawDuration>>,
+    /// Tries per query.
+    pub attempts: Option<Spanned<i64>>,
 }
 
 /// `[publish]`: the publish API's listener.
@@ -186,6 +200,10 @@ pub struct Tls {
     /// Certificates chosen by SNI.
     #[serde(default)]
     pub sni: Vec<Spanned<Sni>>,
+    /// PEM file of the CAs that client certificates must chain to.
+    pub client_ca: Option<Spanned<String>>,
+    /// `require` or `optional`.
+    pub client_auth: Option<Spanned<String>>,
 }
 
 /// One entry of `tls.sni`.
@@ -312,10 +330,62 @@ pub struct Pool {
     pub health_check: Option<Spanned<HealthCheck>>,
     /// Required, at least one.
     pub backends: Option<Spanned<Vec<Spanned<Backend>>>>,
+    /// Duration between resolutions of backend names.
+    pub resolve_interval: Option<Spanned<RawDuration>>,
+    /// `true`, or a table: TLS to the backends.
+    pub tls: Option<Spanned<BackendTls>>,
     /// `v1` or `v2`.
     pub send_proxy_protocol: Option<Spanned<String>>,
     /// Count, 0 or more.
     pub max_idle_per_backend: Option<Spanned<i64>>,
+}
+
+/// A pool's `tls`: `true` (system roots) or a table.
+#[derive(Debug)]
+pub enum BackendTls {
+    /// `tls = true` or `tls = false`.
+    Enabled(bool),
+    /// `tls = { ca, server_name, cert, key }`.
+    Table(BackendTlsTable),
+}
+
+/// The table form of a pool's `tls`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackendTlsTable {
+    /// PEM file of the CAs backend certificates must chain to.
+    pub ca: Option<Spanned<String>>,
+    /// Name sent as SNI and verified in the backend's certificate.
+    pub server_name: Option<Spanned<String>>,
+    /// PEM client certificate chain presented to backends.
+    pub cert: Option<Spanned<String>>,
+    /// PEM private key of `cert`.
+    pub key: Option<Spanned<String>>,
+}
+
+impl<'de> Deserialize<'de> for BackendTls {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(BackendTlsVisitor)
+    }
+}
+
+struct BackendTlsVisitor;
+
+impl<'de> Visitor<'de> for BackendTlsVisitor {
+    type Value = BackendTls;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("true, or a table such as { ca = \"ca.pem\", server_name = \"chat.internal\" }")
+    }
+
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<BackendTls, E> {
+        Ok(BackendTls::Enabled(v))
+    }
+
+    fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<BackendTls, A::Error> {
+        let table = BackendTlsTable::deserialize(de::value::MapAccessDeserializer::new(map))?;
+        Ok(BackendTls::Table(table))
+    }
 }
 
 /// A pool's `rebalance` table.
@@ -358,8 +428,10 @@ pub struct HealthCheck {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Backend {
-    /// Socket address, required.
+    /// `ip:port` or `name:port`; this or `srv` is required.
     pub addr: Option<Spanned<String>>,
+    /// An SRV record name.
+    pub srv: Option<Spanned<String>>,
     /// Relative share.
     pub weight: Option<Spanned<i64>>,
     /// Connection cap.

@@ -36,10 +36,33 @@ pub struct Config {
     pub routes: Vec<Route>,
     /// Pools in file order; names are unique.
     pub pools: Vec<Pool>,
+    /// The DNS client for backend names.
+    pub resolver: Resolver,
     /// The publish API, when `[publish]` is present.
     pub publish: Option<Publish>,
     /// The Redis shared with other instances, when `[cluster]` is present.
     pub cluster: Option<Cluster>,
+}
+
+/// `[resolver]`: how backend names are resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resolver {
+    /// DNS servers; empty: the system's (/etc/resolv.conf).
+    pub nameservers: Vec<SocketAddr>,
+    /// One query's timeout.
+    pub timeout: Duration,
+    /// Tries per query, at least 1.
+    pub attempts: u32,
+}
+
+impl Default for Resolver {
+    fn default() -> Self {
+        Resolver {
+            nameservers: Vec::new(),
+            timeout: Duration::from_secs(2),
+            attempts: 2,
+        }
+    }
 }
 
 /// `[publish]`: the listener of the publish API and the per-connection
@@ -183,6 +206,54 @@ pub struct Tls {
     pub default: CertPair,
     /// Certificates chosen by the client's SNI name.
     pub sni: Vec<SniCert>,
+    /// Client certificates asked for; `None`: none asked for.
+    pub client_auth: Option<ClientAuth>,
+}
+
+/// `tls.client_ca` and `tls.client_auth`: client certificates checked
+/// against a CA.
+#[derive(Clone)]
+pub struct ClientAuth {
+    /// Path of the PEM CA file, resolved against the config folder.
+    pub ca: PathBuf,
+    /// `require`: a client without a valid certificate fails the TLS
+    /// handshake; `optional`: it may send none.
+    pub required: bool,
+    /// The CA certificates read from `ca`.
+    pub roots: Arc<rustls::RootCertStore>,
+}
+
+impl fmt::Debug for ClientAuth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientAuth")
+            .field("ca", &self.ca)
+            .field("required", &self.required)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A pool's `tls`: how its backends are reached over TLS.
+#[derive(Clone)]
+pub struct BackendTls {
+    /// Private CA file; `None`: the system's roots.
+    pub ca: Option<PathBuf>,
+    /// SNI and verification name for every backend; `None`: each backend's
+    /// DNS name (validation requires it when a backend is an IP address).
+    pub server_name: Option<String>,
+    /// The client certificate presented to backends, if any.
+    pub client_cert: Option<CertPair>,
+    /// The rustls configuration built from the above (ALPN `http/1.1`).
+    pub client_config: Arc<rustls::ClientConfig>,
+}
+
+impl fmt::Debug for BackendTls {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BackendTls")
+            .field("ca", &self.ca)
+            .field("server_name", &self.server_name)
+            .field("client_cert", &self.client_cert)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A certificate chain and its private key, already read and checked.
@@ -463,8 +534,19 @@ pub struct Pool {
     pub hash_balance_factor: Option<f64>,
     /// Active health checks; `None`: passive only.
     pub health_check: Option<HealthCheck>,
-    /// At least one; addresses unique within the pool.
+    /// The `backends` entries as written: at least one, each unique.
+    pub entries: Vec<BackendEntry>,
+    /// The backends as of this snapshot, addresses unique: the entries
+    /// written as addresses, then what names and SRV records resolved to.
+    /// Validation fills in the former; discovery adds the latter.
     pub backends: Vec<Backend>,
+    /// Entry names that have never resolved: the reason a pool with no
+    /// backends gives in its 503.
+    pub unresolved: Vec<String>,
+    /// Time between resolutions of the entries' names.
+    pub resolve_interval: Duration,
+    /// TLS to the backends (wss://); `None`: plain TCP.
+    pub tls: Option<BackendTls>,
     /// A PROXY protocol header starts every backend connection.
     pub send_proxy_protocol: Option<ProxyVersion>,
     /// Idle keep-alive connections kept per backend for proxied HTTP.
@@ -484,6 +566,54 @@ pub struct Rebalance {
     pub tolerance: f64,
     /// The most rebalancing closes per second, for the whole pool.
     pub max_closes_per_second: f64,
+}
+
+/// One entry of a pool's `backends`, as written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackendEntry {
+    /// Where the backends come from.
+    pub target: Target,
+    /// Weight of each address; SRV records bring their own.
+    pub weight: u32,
+    /// Cap on each address's connections; `None`: none.
+    pub max_connections: Option<u32>,
+}
+
+/// Where an entry's backends come from.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Target {
+    /// `addr = "10.0.0.1:9000"`: one fixed backend.
+    Addr(SocketAddr),
+    /// `addr = "chat.internal:9000"`: every A and AAAA address of `host`.
+    Name {
+        /// Lower-case DNS name.
+        host: String,
+        /// Port on every address.
+        port: u16,
+    },
+    /// `srv = "_ws._tcp.chat.internal"`: the SRV record's targets.
+    Srv(String),
+}
+
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Target::Addr(addr) => write!(f, "{addr}"),
+            Target::Name { host, port } => write!(f, "{host}:{port}"),
+            Target::Srv(name) => f.write_str(name),
+        }
+    }
+}
+
+impl Target {
+    /// The DNS name to resolve; `None` for an address.
+    pub fn name(&self) -> Option<&str> {
+        match self {
+            Target::Addr(_) => None,
+            Target::Name { host, .. } => Some(host),
+            Target::Srv(name) => Some(name),
+        }
+    }
 }
 
 /// The closed set of balancing algorithms.
@@ -553,6 +683,9 @@ pub struct Backend {
     pub weight: u32,
     /// Hard cap on connections (handshakes in flight count); `None`: none.
     pub max_connections: Option<u32>,
+    /// The DNS name the address was resolved from; `None` for an address
+    /// written in the file. The default TLS name, and a metrics label.
+    pub name: Option<Arc<str>>,
 }
 
 /// One thing wrong with a configuration file.

@@ -4,9 +4,10 @@
 //! types of `file.rs`, reporting and removing every unknown key and value of
 //! the wrong type; the checks here then run on what is left, each table in
 //! its own file: `listener` (`[admin]`, `[[listener]]`, TLS), `route`
-//! (`[[route]]` and the limits shared with `[defaults]`), `pool`, and
-//! `push` (`[publish]`, `[cluster]`, a route's `tags`), `values`
-//! (addresses, sizes, durations). So one run of `wsgate check`, a
+//! (`[[route]]` and the limits shared with `[defaults]`), `pool` (with
+//! `backend_tls` for its `tls`), `resolver`, `push` (`[publish]`,
+//! `[cluster]`, a route's `tags`), and `values` (addresses, sizes,
+//! durations). So one run of `wsgate check`, a
 //! failed reload's log and `POST /reload` all list every problem with its
 //! key path and line. Each check returns `None` only after reporting why,
 //! and a `Config` is returned only when nothing was reported.
@@ -29,10 +30,12 @@
 
 mod admission;
 mod auth;
+mod backend_tls;
 mod keys;
 mod listener;
 mod pool;
 mod push;
+mod resolver;
 mod route;
 mod values;
 
@@ -44,7 +47,7 @@ use std::time::Duration;
 use toml::Spanned;
 
 use super::file;
-use super::{Config, ConfigError, Limits, Listener, Pool, Problem, Route};
+use super::{Config, ConfigError, Limits, Listener, Pool, Problem, Resolver, Route};
 use route::limit_keys_of_defaults;
 use values::line_column;
 
@@ -174,6 +177,10 @@ impl Checker<'_> {
         let pools: Vec<Option<Pool>> = (file.pool.iter().enumerate())
             .map(|(i, p)| self.pool(i, p))
             .collect();
+        let resolver = match &file.resolver {
+            None => Some(Resolver::default()),
+            Some(r) => self.resolver(r),
+        };
 
         Some(Config {
             admin: admin?,
@@ -182,6 +189,7 @@ impl Checker<'_> {
             listeners: listeners.into_iter().collect::<Option<_>>()?,
             routes: routes.into_iter().collect::<Option<_>>()?,
             pools: pools.into_iter().collect::<Option<_>>()?,
+            resolver: resolver?,
             publish: publish?,
             cluster: cluster?,
         })

@@ -23,6 +23,7 @@ use crate::balance::{self, BackendState, Lease};
 use crate::config::{Pool, Route, StickySource};
 use crate::metrics::Metrics;
 use crate::snapshot::Snapshot;
+use crate::upstream::Dial;
 use crate::{affinity, rfc6455};
 
 /// What an HTTP request knows about its client connection.
@@ -469,7 +470,8 @@ impl Exchange<'_> {
                 }
             }
             tried = true;
-            let mut sender = match pool::connect(addr, limits.connect_timeout).await {
+            let dial = Dial::to_backend(self.pool.tls.as_ref(), &self.pool.backends[idx]);
+            let mut sender = match pool::connect(&dial, limits.connect_timeout).await {
                 Ok(sender) => sender,
                 Err(e) => {
                     warn!(pool = %self.pool.name, error = %e, "backend unreachable: marked down, trying the next");

@@ -18,11 +18,11 @@ use std::time::Duration;
 
 use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tracing::debug;
 
 use super::body::Upload;
+use crate::upstream::{Dial, UpstreamFailure};
 
 /// The sending half of one HTTP/1.1 connection to a backend.
 pub type Sender = http1::SendRequest<Upload>;
@@ -164,15 +164,22 @@ pub enum ConnectError {
     },
 }
 
-/// Opens a new HTTP/1.1 connection to `addr` within `timeout`; hyper's
-/// connection task runs until the connection closes.
-pub async fn connect(addr: SocketAddr, timeout: Duration) -> Result<Sender, ConnectError> {
-    let stream = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
+/// Opens a new HTTP/1.1 connection to the backend `dial` names (over TLS
+/// for a pool with `tls`, the handshake included) within `timeout`;
+/// hyper's connection task runs until the connection closes.
+pub async fn connect(dial: &Dial, timeout: Duration) -> Result<Sender, ConnectError> {
+    let addr = dial.addr;
+    let stream = match tokio::time::timeout(timeout, dial.connect()).await {
         Ok(Ok(stream)) => stream,
-        Ok(Err(source)) => return Err(ConnectError::Refused { addr, source }),
+        Ok(Err(UpstreamFailure::Connect(source) | UpstreamFailure::Tls(source))) => {
+            return Err(ConnectError::Refused { addr, source })
+        }
+        Ok(Err(other)) => {
+            let source = io::Error::other(other.to_string());
+            return Err(ConnectError::Refused { addr, source });
+        }
         Err(_) => return Err(ConnectError::Timeout { addr, timeout }),
     };
-    let _ = stream.set_nodelay(true);
     let (sender, conn) = http1::Builder::new()
         .handshake(TokioIo::new(stream))
         .await

@@ -90,6 +90,12 @@ impl Socket for tokio_rustls::server::TlsStream<TcpStream> {
     }
 }
 
+impl Socket for tokio_rustls::client::TlsStream<TcpStream> {
+    fn tcp(&self) -> &TcpStream {
+        self.get_ref().0
+    }
+}
+
 /// Relays until the connection closes, then closes both sockets. When
 /// `signals.stop` resolves, the connection is closed with 1001 at the
 /// moment it names; when `signals.moved` does, with 1012 to the client.
@@ -100,10 +106,10 @@ impl Socket for tokio_rustls::server::TlsStream<TcpStream> {
 /// the body's binding of it), and a TLS stream is over a kilobyte that
 /// every idle connection would pay again.
 #[allow(clippy::manual_async_fn)] // on purpose, as said above
-pub fn run<C>(
+pub fn run<C, B>(
     mut client: C,
     client_pre: Bytes,
-    mut backend: TcpStream,
+    mut backend: B,
     backend_pre: Bytes,
     settings: Settings,
     signals: Signals,
@@ -111,6 +117,7 @@ pub fn run<C>(
 ) -> impl Future<Output = End>
 where
     C: AsyncRead + AsyncWrite + Socket + Unpin,
+    B: AsyncRead + AsyncWrite + Socket + Unpin,
 {
     async move {
         let started = Instant::now();
@@ -290,9 +297,10 @@ impl Relay {
         }
     }
 
-    fn poll<C>(&mut self, cx: &mut Context<'_>, client: &mut C, backend: &mut TcpStream) -> Poll<()>
+    fn poll<C, B>(&mut self, cx: &mut Context<'_>, client: &mut C, backend: &mut B) -> Poll<()>
     where
         C: AsyncRead + AsyncWrite + Socket + Unpin,
+        B: AsyncRead + AsyncWrite + Socket + Unpin,
     {
         // Bounded so that a stream of events cannot starve other tasks;
         // each pass makes progress or returns.
@@ -306,7 +314,7 @@ impl Relay {
                 self.on_event(Direction::BackendToClient, event);
                 acted = true;
             }
-            acted |= self.watch(cx, client.tcp(), backend);
+            acted |= self.watch(cx, client.tcp(), backend.tcp());
             acted |= self.take_pushed(cx);
             acted |= self.observe();
             if let Some(stop) = &mut self.stop {
@@ -458,14 +466,15 @@ impl Relay {
 
     /// Shuts down the write half towards each side that is through
     /// ([`side_through`]).
-    fn shut_finished_sides<C>(
+    fn shut_finished_sides<C, B>(
         &mut self,
         cx: &mut Context<'_>,
         client: &mut C,
-        backend: &mut TcpStream,
+        backend: &mut B,
     ) -> bool
     where
         C: AsyncRead + AsyncWrite + Unpin,
+        B: AsyncRead + AsyncWrite + Unpin,
     {
         let mut acted = false;
         if !self.client_fin

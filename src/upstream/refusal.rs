@@ -10,9 +10,8 @@ use bytes::{Buf, Bytes, BytesMut};
 use http::{HeaderMap, HeaderValue, Response, StatusCode};
 use hyper::body::{Body, Frame, SizeHint};
 use tokio::io::AsyncReadExt;
-use tokio::net::TcpStream;
 
-use super::{connection_listed, Head, UpstreamFailure, HOP_BY_HOP};
+use super::{connection_listed, BackendStream, Head, UpstreamFailure, HOP_BY_HOP};
 use crate::rfc6455::list_items;
 
 /// The most of a refusal's body passed to the client (contract, handshake
@@ -142,7 +141,10 @@ fn framing(status: StatusCode, headers: &HeaderMap) -> Result<Framing, UpstreamF
 
 /// Reads a refusal's body (at most [`MAX_REFUSAL_BODY`] of it) and strips
 /// the headers that describe the backend's hop or its framing.
-pub(super) async fn read(head: Head, mut stream: TcpStream) -> Result<Refusal, UpstreamFailure> {
+pub(super) async fn read(
+    head: Head,
+    mut stream: BackendStream,
+) -> Result<Refusal, UpstreamFailure> {
     let Head {
         status,
         mut headers,
@@ -174,7 +176,7 @@ pub(super) async fn read(head: Head, mut stream: TcpStream) -> Result<Refusal, U
 /// The body as `framing` delimits it, cut at [`MAX_REFUSAL_BODY`]; `true`
 /// when it was cut. Memory stays bounded by the cap plus one read.
 async fn read_body(
-    stream: &mut TcpStream,
+    stream: &mut BackendStream,
     mut raw: BytesMut,
     framing: Framing,
 ) -> Result<(Bytes, bool), UpstreamFailure> {
@@ -218,7 +220,7 @@ async fn read_body(
 
 /// Reads more of a refusal's body; the backend closing or failing first
 /// leaves it unfinished.
-async fn more(stream: &mut TcpStream, buf: &mut BytesMut) -> Result<(), UpstreamFailure> {
+async fn more(stream: &mut BackendStream, buf: &mut BytesMut) -> Result<(), UpstreamFailure> {
     match stream.read_buf(buf).await {
         Ok(0) | Err(_) => Err(UpstreamFailure::UnfinishedRefusal),
         Ok(_) => Ok(()),

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use rustls::crypto::ring::sign::any_supported_type;
 use rustls::sign::{CertifiedKey, SigningKey};
-use rustls::InconsistentKeys;
+use rustls::{InconsistentKeys, RootCertStore};
 use rustls_pki_types::pem::{self, PemObject};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use toml::Spanned;
@@ -17,7 +17,7 @@ use toml::Spanned;
 use super::values::is_dns_name;
 use super::{file, optional, Checker};
 use crate::config::{
-    Admin, CertPair, Cidr, Listener, ProxyProtocol, Secret, SniCert, Tls,
+    Admin, CertPair, Cidr, ClientAuth, Listener, ProxyProtocol, Secret, SniCert, Tls,
     DEFAULT_KEEPALIVE_TIMEOUT, DEFAULT_MAX_HEADER_BYTES,
 };
 
@@ -231,10 +231,53 @@ impl Checker<'_> {
                     .map(|(server_names, pair)| SniCert { server_names, pair }),
             );
         }
+        let client_auth = self.client_auth(path, t);
         Some(Tls {
             default: default?,
             sni: sni.into_iter().collect::<Option<_>>()?,
+            client_auth: client_auth?,
         })
+    }
+
+    /// `client_ca` and `client_auth`: the CA is required once client
+    /// certificates are asked for; `client_auth` defaults to `require`,
+    /// the safe reading of "here is the CA to check clients against".
+    fn client_auth(&mut self, path: &str, t: &file::Tls) -> Option<Option<ClientAuth>> {
+        let required = match &t.client_auth {
+            None => true,
+            Some(mode) => match mode.get_ref().as_str() {
+                "require" => true,
+                "optional" => false,
+                other => {
+                    let message =
+                        format!("unknown client_auth {other:?}; write \"require\" or \"optional\"");
+                    self.report(format!("{path}.client_auth"), Some(mode.span()), message);
+                    return None;
+                }
+            },
+        };
+        let Some(ca) = &t.client_ca else {
+            if let Some(mode) = &t.client_auth {
+                let message = "client_auth needs client_ca, the PEM file of the CA that issues \
+                               client certificates, e.g. `client_ca = \"certs/clients-ca.pem\"`";
+                self.report(
+                    format!("{path}.client_auth"),
+                    Some(mode.span()),
+                    message.to_string(),
+                );
+                return None;
+            }
+            return Some(None);
+        };
+        let file = self.base.join(ca.get_ref());
+        let roots = read_roots(&file)
+            .map_err(|m| self.report(format!("{path}.client_ca"), Some(ca.span()), m))
+            .ok()?;
+        Some(Some(ClientAuth {
+            ca: file,
+            required,
+            roots: Arc::new(roots),
+        }))
     }
 
     pub(super) fn server_names(
@@ -337,7 +380,22 @@ impl Checker<'_> {
     }
 }
 
-fn read_chain(file: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+/// Reads a PEM file of CA certificates into a root store.
+pub(super) fn read_roots(file: &Path) -> Result<RootCertStore, String> {
+    let mut roots = RootCertStore::empty();
+    for cert in read_chain(file)? {
+        roots.add(cert).map_err(|e| {
+            format!(
+                "{} holds a certificate that cannot be a trust anchor ({e}); use the CA's own \
+                 certificate",
+                file.display()
+            )
+        })?;
+    }
+    Ok(roots)
+}
+
+pub(super) fn read_chain(file: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
     let chain = CertificateDer::pem_file_iter(file)
         .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
         .map_err(|e| pem_problem(file, e, "certificate"))?;
@@ -347,7 +405,7 @@ fn read_chain(file: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
     Ok(chain)
 }
 
-fn read_key(file: &Path) -> Result<Arc<dyn SigningKey>, String> {
+pub(super) fn read_key(file: &Path) -> Result<Arc<dyn SigningKey>, String> {
     let der =
         PrivateKeyDer::from_pem_file(file).map_err(|e| pem_problem(file, e, "private key"))?;
     any_supported_type(&der).map_err(|e| {

@@ -7,10 +7,11 @@ use std::time::Duration;
 
 use toml::Spanned;
 
+use super::values::is_dns_name;
 use super::{file, optional, Checker};
 use crate::config::{
-    Backend, Balance, HealthCheck, HealthCheckKind, Pool, ProxyVersion, Sticky, StickySource,
-    DEFAULT_MAX_IDLE_PER_BACKEND,
+    Backend, BackendEntry, Balance, HealthCheck, HealthCheckKind, Pool, ProxyVersion, Sticky,
+    StickySource, Target, DEFAULT_MAX_IDLE_PER_BACKEND,
 };
 
 /// Health check timing when the table leaves it out (contract, `[[pool]]`).
@@ -20,6 +21,10 @@ const DEFAULT_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 const DEFAULT_STICKY_COOKIE: &str = "wsgate_sticky";
 /// Keeps weighted arithmetic and any per-weight hash ring small.
 const MAX_WEIGHT: i64 = 1000;
+/// How often backend names are resolved when the pool does not say.
+const DEFAULT_RESOLVE_INTERVAL: Duration = Duration::from_secs(5);
+/// Resolving more often than this only loads the DNS servers.
+const MIN_RESOLVE_INTERVAL: Duration = Duration::from_secs(1);
 
 impl Checker<'_> {
     pub(super) fn pool(&mut self, i: usize, pool: &Spanned<file::Pool>) -> Option<Pool> {
@@ -68,7 +73,26 @@ impl Checker<'_> {
         let health_check = optional(&p.health_check, |h| {
             self.health_check(&format!("{path}.health_check"), h)
         });
-        let backends = self.backends(&path, pool.span(), p);
+        let entries = self.backends(&path, pool.span(), p);
+        let backends = entries.as_deref().map(fixed_backends);
+        let resolve_interval = match &p.resolve_interval {
+            None => Some(DEFAULT_RESOLVE_INTERVAL),
+            Some(v) => self
+                .duration(&format!("{path}.resolve_interval"), v)
+                .and_then(|d| self.at_least_a_second(&format!("{path}.resolve_interval"), v, d)),
+        };
+        let tls = optional(&p.tls, |t| self.backend_tls(&path, t)).map(Option::flatten);
+        if let (Some(Some(t)), Some(backends), Some(written)) = (&tls, &backends, &p.tls) {
+            if let (None, Some(b)) = (&t.server_name, backends.first()) {
+                let message = format!(
+                    "backend {} is an IP address, so there is no name to send as SNI and to \
+                     verify its certificate for; add `server_name`, e.g. \
+                     `tls = {{ server_name = \"chat.internal\" }}`",
+                    b.addr
+                );
+                self.report(format!("{path}.tls"), Some(written.span()), message);
+            }
+        }
         let send_proxy_protocol = optional(&p.send_proxy_protocol, |v| {
             let version = match v.get_ref().as_str() {
                 "v1" => ProxyVersion::V1,
@@ -100,7 +124,11 @@ impl Checker<'_> {
             sticky: sticky?,
             hash_balance_factor: hash_balance_factor?,
             health_check: health_check?,
+            entries: entries?,
             backends: backends?,
+            unresolved: Vec::new(),
+            resolve_interval: resolve_interval?,
+            tls: tls?,
             send_proxy_protocol: send_proxy_protocol?,
             slow_start: slow_start?,
             rebalance: rebalance?,
@@ -262,7 +290,7 @@ impl Checker<'_> {
         path: &str,
         span: Range<usize>,
         pool: &file::Pool,
-    ) -> Option<Vec<Backend>> {
+    ) -> Option<Vec<BackendEntry>> {
         let example = "backends = [{ addr = \"127.0.0.1:9001\" }]";
         let list = self.require(path, "backends", span, &pool.backends, example)?;
         if list.get_ref().is_empty() {
@@ -270,53 +298,80 @@ impl Checker<'_> {
             self.report(format!("{path}.backends"), Some(list.span()), message);
             return None;
         }
-        let mut backends = Vec::new();
-        let mut first_of: HashMap<SocketAddr, usize> = HashMap::new();
+        let mut entries = Vec::new();
+        let mut first_of: HashMap<Target, usize> = HashMap::new();
         let mut repeated = false;
         for (k, backend) in list.get_ref().iter().enumerate() {
             let backend_path = format!("{path}.backends[{k}]");
             let checked = self.backend(&backend_path, backend);
-            if let (Some(b), Some(addr)) = (&checked, &backend.get_ref().addr) {
-                if let Some(first) = first_of.get(&b.addr) {
+            if let Some(b) = &checked {
+                if let Some(first) = first_of.get(&b.target) {
+                    let b_ref = backend.get_ref();
+                    let (key, at) = match &b_ref.srv {
+                        Some(srv) => ("srv", srv.span()),
+                        None => (
+                            "addr",
+                            b_ref.addr.as_ref().map_or(backend.span(), Spanned::span),
+                        ),
+                    };
                     let message = format!(
                         "{} is already {path}.backends[{first}]; list each backend once \
                          (use weight to give it a larger share)",
-                        b.addr
+                        b.target
                     );
-                    self.report(format!("{backend_path}.addr"), Some(addr.span()), message);
+                    self.report(format!("{backend_path}.{key}"), Some(at), message);
                     repeated = true;
                 }
-                first_of.entry(b.addr).or_insert(k);
+                first_of.entry(b.target.clone()).or_insert(k);
             }
-            backends.push(checked);
+            entries.push(checked);
         }
-        let backends: Option<Vec<Backend>> = backends.into_iter().collect();
-        backends.filter(|_| !repeated)
+        let entries: Option<Vec<BackendEntry>> = entries.into_iter().collect();
+        entries.filter(|_| !repeated)
     }
 
     pub(super) fn backend(
         &mut self,
         path: &str,
         backend: &Spanned<file::Backend>,
-    ) -> Option<Backend> {
+    ) -> Option<BackendEntry> {
         let b = backend.get_ref();
-        let example = "addr = \"127.0.0.1:9001\"";
-        let addr = self.require(path, "addr", backend.span(), &b.addr, example);
-        let addr = addr.and_then(|a| {
-            let parsed = self.socket_addr(&format!("{path}.addr"), a)?;
-            if parsed.port() != 0 && !parsed.ip().is_unspecified() {
-                return Some(parsed);
+        let target = match (&b.addr, &b.srv) {
+            (Some(a), None) => self.backend_addr(&format!("{path}.addr"), a),
+            (None, Some(srv)) => self.srv_name(&format!("{path}.srv"), srv),
+            (Some(_), Some(srv)) => {
+                let message = "an entry has either `addr` or `srv`, not both; split it in two \
+                               entries"
+                    .to_string();
+                self.report(format!("{path}.srv"), Some(srv.span()), message);
+                None
             }
-            let message = format!(
-                "{parsed} cannot be connected to; write the backend's own address and port"
-            );
-            self.report(format!("{path}.addr"), Some(a.span()), message);
-            None
-        });
-        let weight = match &b.weight {
-            None => Some(1),
-            Some(w) if (1..=MAX_WEIGHT).contains(w.get_ref()) => u32::try_from(*w.get_ref()).ok(),
-            Some(w) => {
+            (None, None) => {
+                let example = "addr = \"127.0.0.1:9001\"";
+                let key_path = format!("{path}.addr");
+                if !self.dropped.contains(&key_path)
+                    && !self.dropped.contains(&format!("{path}.srv"))
+                {
+                    let message = format!(
+                        "`addr` is required (or `srv`); add it, e.g. `{example}`, \
+                         `addr = \"chat.internal:9000\"` or `srv = \"_ws._tcp.chat.internal\"`"
+                    );
+                    self.report(key_path, Some(backend.span()), message);
+                }
+                None
+            }
+        };
+        let weight = match (&b.weight, &b.srv) {
+            (None, _) => Some(1),
+            (Some(w), Some(_)) => {
+                let message = "SRV records carry their own weights; remove `weight`".to_string();
+                self.report(format!("{path}.weight"), Some(w.span()), message);
+                None
+            }
+            (Some(w), None) if (1..=MAX_WEIGHT).contains(w.get_ref()) => {
+                u32::try_from(*w.get_ref()).ok()
+            }
+            (Some(w), None) => {
                 let message = format!(
                     "weight {} must be between 1 and {MAX_WEIGHT}; to stop sending to a \
                      backend, remove it",
@@ -341,11 +396,93 @@ impl Checker<'_> {
                 }
             },
         };
-        Some(Backend {
-            addr: addr?,
+        Some(BackendEntry {
+            target: target?,
             weight: weight?,
             max_connections: max_connections?,
         })
+    }
+
+    /// `ip:port` (IPv6 in brackets) or `name:port`.
+    fn backend_addr(&mut self, path: &str, value: &Spanned<String>) -> Option<Target> {
+        let text = value.get_ref();
+        let problem = if let Ok(addr) = text.parse::<SocketAddr>() {
+            if addr.port() != 0 && !addr.ip().is_unspecified() {
+                return Some(Target::Addr(addr));
+            }
+            format!("{addr} cannot be connected to; write the backend's own address and port")
+        } else {
+            match text.rsplit_once(':') {
+                Some((host, port)) if is_dns_name(&host.to_ascii_lowercase()) => {
+                    match port.parse::<u16>() {
+                        Ok(port) if port != 0 => {
+                            let host = host.to_ascii_lowercase();
+                            return Some(Target::Name { host, port });
+                        }
+                        _ => format!(
+                            "{port:?} is not a port; write a number from 1 to 65535, e.g. \
+                             \"{host}:9000\""
+                        ),
+                    }
+                }
+                _ => format!(
+                    "{text:?} is not an address and port; write e.g. \"10.0.0.1:9000\", \
+                     \"[::1]:9000\" (IPv6 in brackets) or \"chat.internal:9000\" (a DNS name, \
+                     resolved every resolve_interval)"
+                ),
+            }
+        };
+        self.report(path.to_string(), Some(value.span()), problem);
+        None
+    }
+
+    /// An SRV record name such as `_ws._tcp.chat.internal`.
+    fn srv_name(&mut self, path: &str, value: &Spanned<String>) -> Option<Target> {
+        let name = value.get_ref().trim_end_matches('.').to_ascii_lowercase();
+        if is_dns_name(&name) && name.contains('.') {
+            return Some(Target::Srv(name));
+        }
+        let message = format!(
+            "{:?} is not an SRV record name; write e.g. \"_ws._tcp.chat.internal\"",
+            value.get_ref()
+        );
+        self.report(path.to_string(), Some(value.span()), message);
+        None
+    }
+}
+
+/// The backends written as addresses: what a pool has before any name is
+/// resolved.
+fn fixed_backends(entries: &[BackendEntry]) -> Vec<Backend> {
+    entries
+        .iter()
+        .filter_map(|e| match e.target {
+            Target::Addr(addr) => Some(Backend {
+                addr,
+                weight: e.weight,
+                max_connections: e.max_connections,
+                name: None,
+            }),
+            Target::Name { .. } | Target::Srv(_) => None,
+        })
+        .collect()
+}
+
+impl Checker<'_> {
+    fn at_least_a_second(
+        &mut self,
+        path: &str,
+        value: &Spanned<file::RawDuration>,
+        d: Duration,
+    ) -> Option<Duration> {
+        if d >= MIN_RESOLVE_INTERVAL {
+            return Some(d);
+        }
+        let message = format!(
+            "{d:?} is too often; resolve_interval must be at least {MIN_RESOLVE_INTERVAL:?}"
+        );
+        self.report(path.to_string(), Some(value.span()), message);
+        None
     }
 }
 

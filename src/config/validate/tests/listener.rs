@@ -166,3 +166,57 @@ fn tls_problems_name_the_file_and_the_key() {
         );
     }
 }
+
+#[test]
+fn client_certificates_need_a_readable_ca_and_a_known_mode() {
+    let dir = TempDir::new();
+    dir.cert("server", &["localhost"]);
+    dir.cert("clients", &["clients.example.com"]);
+    let listener = |keys: &str| {
+        replaced(
+            "bind = \"127.0.0.1:8080\"",
+            &format!(
+                "bind = \"127.0.0.1:8080\"\ntls = {{ cert = \"server.pem\", key = \"server.key\"{keys} }}"
+            ),
+        )
+    };
+    let config = parse(&listener(", client_ca = \"clients.pem\""), &dir.0, "t").unwrap();
+    let auth = config.listeners[0]
+        .tls
+        .as_ref()
+        .unwrap()
+        .client_auth
+        .as_ref();
+    assert!(auth.unwrap().required, "require is the default");
+    let text = listener(", client_ca = \"clients.pem\", client_auth = \"optional\"");
+    let config = parse(&text, &dir.0, "t").unwrap();
+    let auth = config.listeners[0]
+        .tls
+        .as_ref()
+        .unwrap()
+        .client_auth
+        .as_ref();
+    assert!(!auth.unwrap().required);
+    for (keys, path, hint) in [
+        (
+            ", client_auth = \"require\"",
+            "listener[0].tls.client_auth",
+            "needs client_ca",
+        ),
+        (
+            ", client_ca = \"clients.pem\", client_auth = \"always\"",
+            "listener[0].tls.client_auth",
+            "unknown client_auth",
+        ),
+        (
+            ", client_ca = \"missing.pem\"",
+            "listener[0].tls.client_ca",
+            "cannot read",
+        ),
+    ] {
+        let found = problems_in(&listener(keys), &dir.0);
+        assert_eq!(found.len(), 1, "{keys}: {found:#?}");
+        assert_eq!(found[0].key_path, path);
+        assert!(found[0].message.contains(hint), "{found:#?}");
+    }
+}

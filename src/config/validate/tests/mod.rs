@@ -178,7 +178,14 @@ fn example_file_commented_examples_parse() {
         .collect();
     let dir = TempDir::new();
     std::fs::create_dir(dir.0.join("certs")).unwrap();
-    for stem in ["server", "chat", "api"] {
+    for stem in [
+        "server",
+        "chat",
+        "api",
+        "clients-ca",
+        "backends-ca",
+        "wsgate",
+    ] {
         dir.cert(&format!("certs/{stem}"), &[&format!("{stem}.example.com")]);
     }
     std::fs::create_dir(dir.0.join("secrets")).unwrap();
@@ -194,6 +201,10 @@ fn example_file_commented_examples_parse() {
     assert_eq!(counts, (3, 6, 2));
     assert!(config.publish.is_some() && config.cluster.is_some());
     assert_eq!(config.listeners[1].tls.as_ref().unwrap().sni.len(), 2);
+    assert_eq!(config.resolver.nameservers.len(), 1);
+    let chat = &config.pools[1];
+    assert_eq!(chat.entries.len(), 5);
+    assert_eq!(chat.backends.len(), 3, "names are not resolved by parsing");
 }
 
 #[test]
@@ -264,6 +275,7 @@ fn values_are_normalised() {
         addr: "[::1]:9001".parse().unwrap(),
         weight: 3,
         max_connections: Some(7),
+        name: None,
     };
     assert_eq!(sticky.backends, [backend]);
     let cookie = &config.pools[2];

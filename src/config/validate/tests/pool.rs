@@ -160,6 +160,168 @@ fn pool_problems_have_their_key_path_and_line() {
             "health_check",
             "more than zero",
         ),
+        (
+            pool_with("tls = { ca = \"/nonexistent/ca.pem\", server_name = \"chat.internal\" }"),
+            "pool[0].tls.ca",
+            "tls",
+            "cannot read",
+        ),
+        (
+            pool_with("tls = { server_name = \"not a name\" }"),
+            "pool[0].tls.server_name",
+            "tls",
+            "not a DNS name",
+        ),
+        (
+            pool_with("tls = { server_name = \"chat.internal\", cert = \"client.pem\" }"),
+            "pool[0].tls.key",
+            "tls",
+            "is required",
+        ),
+        (
+            pool_with("tls = { server_name = \"chat.internal\", ca_file = \"ca.pem\" }"),
+            "pool[0].tls.ca_file",
+            "tls",
+            "unknown key `ca_file`",
+        ),
+        (
+            pool_with("tls = \"yes\""),
+            "pool[0].tls",
+            "tls",
+            "true, or a table",
+        ),
+    ];
+    check_all(&cases);
+}
+
+#[test]
+fn backend_tls_by_ip_needs_a_server_name() {
+    let dir = TempDir::new();
+    dir.cert("ca", &["ca.example.com"]);
+    let text = pool_with("tls = { ca = \"ca.pem\" }");
+    let found = problems_in(&text, &dir.0);
+    assert_eq!(found.len(), 1, "{found:#?}");
+    assert_eq!(found[0].key_path, "pool[0].tls");
+    assert!(found[0].message.contains("add `server_name`"), "{found:#?}");
+    let text = pool_with("tls = { ca = \"ca.pem\", server_name = \"chat.internal\" }");
+    let config = parse(&text, &dir.0, "test.toml").unwrap();
+    let tls = config.pools[0].tls.as_ref().unwrap();
+    assert_eq!(tls.server_name.as_deref(), Some("chat.internal"));
+    assert_eq!(tls.client_config.alpn_protocols, [b"http/1.1".to_vec()]);
+    let off = parse(&pool_with("tls = false"), &dir.0, "test.toml").unwrap();
+    assert!(off.pools[0].tls.is_none());
+}
+
+#[test]
+fn backends_by_name_and_srv_are_entries_and_only_addresses_are_backends() {
+    let text = pool_with(
+        "resolve_interval = \"2s\"\nbackends = [{ addr = \"127.0.0.1:9001\" }, \
+         { addr = \"Chat.Internal:9000\", weight = 3, max_connections = 5 }, \
+         { srv = \"_ws._tcp.chat.internal.\" }]",
+    )
+    .replace("backends = [{ addr = \"127.0.0.1:9001\" }]\n", "");
+    let config = parse(&text, Path::new("."), "t").unwrap();
+    let pool = &config.pools[0];
+    assert_eq!(pool.resolve_interval, Duration::from_secs(2));
+    let targets: Vec<String> = pool.entries.iter().map(|e| e.target.to_string()).collect();
+    assert_eq!(
+        targets,
+        [
+            "127.0.0.1:9001",
+            "chat.internal:9000",
+            "_ws._tcp.chat.internal"
+        ]
+    );
+    assert_eq!(
+        (pool.entries[1].weight, pool.entries[1].max_connections),
+        (3, Some(5))
+    );
+    assert_eq!(pool.backends.len(), 1);
+    assert_eq!(config.resolver, crate::config::Resolver::default());
+}
+
+/// Problems of name and SRV entries, `resolve_interval` and `[resolver]`.
+#[test]
+fn name_problems_have_their_key_path_and_line() {
+    let cases: Vec<(String, &str, &str, &str)> = vec![
+        (
+            replaced("127.0.0.1:9001", "chat.internal:0"),
+            "pool[0].backends[0].addr",
+            "backends",
+            "not a port",
+        ),
+        (
+            replaced("127.0.0.1:9001", "chat internal:9000"),
+            "pool[0].backends[0].addr",
+            "backends",
+            "a DNS name",
+        ),
+        (
+            replaced(
+                "{ addr = \"127.0.0.1:9001\" }",
+                "{ addr = \"chat.internal:9000\" }, { addr = \"CHAT.internal:9000\" }",
+            ),
+            "pool[0].backends[1].addr",
+            "backends",
+            "already pool[0].backends[0]",
+        ),
+        (
+            replaced(
+                "{ addr = \"127.0.0.1:9001\" }",
+                "{ srv = \"not an srv name\" }",
+            ),
+            "pool[0].backends[0].srv",
+            "backends",
+            "not an SRV record name",
+        ),
+        (
+            replaced(
+                "{ addr = \"127.0.0.1:9001\" }",
+                "{ addr = \"127.0.0.1:9001\", srv = \"_ws._tcp.chat.internal\" }",
+            ),
+            "pool[0].backends[0].srv",
+            "backends",
+            "not both",
+        ),
+        (
+            replaced(
+                "{ addr = \"127.0.0.1:9001\" }",
+                "{ srv = \"_ws._tcp.chat.internal\", weight = 2 }",
+            ),
+            "pool[0].backends[0].weight",
+            "backends",
+            "carry their own weights",
+        ),
+        (
+            replaced("{ addr = \"127.0.0.1:9001\" }", "{ weight = 2 }"),
+            "pool[0].backends[0].addr",
+            "backends",
+            "or `srv`",
+        ),
+        (
+            pool_with("resolve_interval = \"500ms\""),
+            "pool[0].resolve_interval",
+            "resolve_interval",
+            "at least 1s",
+        ),
+        (
+            with("[resolver]\nnameservers = [\"dns.internal:53\"]"),
+            "resolver.nameservers[0]",
+            "nameservers",
+            "IP address and port",
+        ),
+        (
+            with("[resolver]\nattempts = 0"),
+            "resolver.attempts",
+            "attempts",
+            "between 1 and 10",
+        ),
+        (
+            with("[resolver]\ntimeout = \"0s\""),
+            "resolver.timeout",
+            "timeout",
+            "more than zero",
+        ),
     ];
     check_all(&cases);
 }
