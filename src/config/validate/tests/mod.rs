@@ -198,7 +198,7 @@ fn example_file_commented_examples_parse() {
         config.routes.len(),
         config.pools.len(),
     );
-    assert_eq!(counts, (3, 6, 2));
+    assert_eq!(counts, (4, 6, 2));
     assert!(config.publish.is_some() && config.cluster.is_some());
     assert_eq!(config.listeners[1].tls.as_ref().unwrap().sni.len(), 2);
     assert_eq!(config.resolver.nameservers.len(), 1);
