@@ -228,7 +228,7 @@ async fn metrics_exist_at_zero_in_the_format_the_scraper_asks_for() {
         format!(
             "wsgate_closes_total{{code=\"1014\",initiator=\"backend\",pool=\"p\",backend=\"{b}\"}} 0"
         ),
-        format!("wsgate_backend_up{{pool=\"p\",backend=\"{b}\"}} 1"),
+        format!("wsgate_backend_up{{pool=\"p\",backend=\"{b}\",name=\"\"}} 1"),
     ] {
         assert!(body.contains(&series), "no `{series}` in:\n{body}");
     }
