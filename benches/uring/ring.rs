@@ -491,8 +491,9 @@ impl Engine {
             conn.backend
         };
         let len = conn.head.len();
-        // SAFETY (of the pointer): the head buffer's capacity is fixed at
-        // MAX_HEAD and it is not touched until this receive completes.
+        // The kernel writes into the spare capacity: the buffer (a heap
+        // allocation of MAX_HEAD) is neither moved nor grown until this
+        // receive completes.
         let spare = conn.head.spare_capacity_mut();
         let entry = opcode::Recv::new(types::Fd(fd), spare.as_mut_ptr().cast(), spare.len() as u32)
             .build()
