@@ -49,6 +49,7 @@ impl<T> Ring<T> {
     }
 
     /// Entries held now.
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.slots.len()
     }
