@@ -69,7 +69,7 @@ pub struct ConnectionLabels {
     pub route: String,
     /// The pool's name.
     pub pool: String,
-    /// The backend's address as configured.
+    /// The backend's resolved `ip:port`, as `wsgate_backend_up` names it.
     pub backend: String,
 }
 
