@@ -40,6 +40,10 @@ mod upgrade;
 pub struct Accepted {
     /// The client's address.
     pub peer: SocketAddr,
+    /// The listener's address when it is bound to one IP: then it is this
+    /// connection's local address too, and no `getsockname` is needed.
+    /// `None` for a wildcard bind, where only the socket knows.
+    pub local: Option<SocketAddr>,
     /// The listener it arrived on, its key in the snapshot.
     pub listener: ListenerKey,
     /// The snapshot current when the connection was accepted; the
@@ -92,7 +96,10 @@ pub async fn serve(stream: TcpStream, accepted: Accepted) {
     };
     let mut stream = stream;
     let deadline = Instant::now() + snapshot.config.handshake_timeout;
-    let local = stream.local_addr().unwrap_or(accepted.peer);
+    let local = match accepted.local {
+        Some(local) => local,
+        None => stream.local_addr().unwrap_or(accepted.peer),
+    };
     let (peer, destination) = match listener.proxy_protocol {
         None => (accepted.peer, local),
         Some(versions) => {
