@@ -55,15 +55,15 @@ pub use crate::close::{Counts, End};
 /// Resolves to the moment a drain wants this connection closed.
 pub type Stop = Pin<Box<dyn Future<Output = Instant> + Send>>;
 
-/// Resolves when rebalancing asks this connection to move elsewhere.
-pub type Move = Pin<Box<dyn Future<Output = ()> + Send>>;
+/// Given when rebalancing asks this connection to move elsewhere.
+pub type Move = Arc<crate::balance::MoveOrder>;
 
 /// What reaches a connection from outside: a drain, rebalancing, and
 /// messages pushed to it.
 pub struct Signals {
     /// Resolves to the moment a drain wants the connection closed.
     pub stop: Stop,
-    /// Resolves when rebalancing asks the connection to move; `None`: never.
+    /// Given when rebalancing asks the connection to move; `None`: never.
     pub moved: Option<Move>,
     /// Pushed messages, written towards the client between messages;
     /// `None`: none can come.
@@ -325,7 +325,7 @@ impl Relay {
                 }
             }
             if let Some(moved) = &mut self.moved {
-                if moved.as_mut().poll(cx).is_ready() {
+                if moved.poll_given(cx).is_ready() {
                     self.moved = None;
                     let orders = self.life.rebalance(Instant::now());
                     self.apply(orders);
