@@ -218,6 +218,8 @@ async fn metrics_exist_at_zero_in_the_format_the_scraper_asks_for() {
         "wsgate_config_reloads_total{result=\"success\"} 0".to_string(),
         "wsgate_handshake_rejections_total{status=\"502\"} 0".to_string(),
         "wsgate_handshake_rejections_total{status=\"404\"} 0".to_string(),
+        // Lines the non-blocking log writer had to drop: none yet.
+        "wsgate_log_lines_dropped_total 0".to_string(),
         format!("wsgate_connections_total{{route=\"*/echo\",pool=\"p\",backend=\"{b}\"}} 0"),
         format!(
             "wsgate_messages_total{{direction=\"client_to_backend\",pool=\"p\",backend=\"{b}\"}} 0"

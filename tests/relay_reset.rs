@@ -10,17 +10,18 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-/// Long enough that only the reset, not the idle timer, can end the
-/// connection within the test's waits.
-const DEFAULTS: &str =
-    "idle_timeout = \"300s\"\nmax_frame_bytes = 1073741824\nmax_message_bytes = 1073741824";
+/// Long enough that only the reset, not the idle timer nor a keepalive
+/// ping meeting the dead socket, can end the connection within the test's
+/// waits.
+const DEFAULTS: &str = "idle_timeout = \"300s\"\nping_interval = \"0s\"\n\
+                        max_frame_bytes = 1073741824\nmax_message_bytes = 1073741824";
 
 /// Starts one frame of 1 GiB and writes its payload until the stream stops
 /// taking it (every buffer between it and the stuck reader is full).
-async fn fill(stream: &mut TcpStream, masked: bool) {
+async fn fill<S: AsyncWrite + Unpin>(stream: &mut S, masked: bool) {
     let len: u64 = 1 << 30;
     let mut header = vec![0x82, if masked { 0x80 | 127 } else { 127 }];
     header.extend_from_slice(&len.to_be_bytes());
@@ -111,4 +112,47 @@ async fn backend_reset_behind_a_stuck_client_closes_at_once_as_the_backends() {
     );
     assert_eq!(counted, 1.0, "{scrape}");
     drop(client);
+}
+
+/// The same over TLS: the proxy watches the TCP socket under the client's
+/// TLS session, so a reset is seen although rustls holds the stream.
+#[tokio::test]
+async fn client_reset_over_tls_behind_a_stuck_backend_closes_at_once() {
+    let ca = TestCa::new();
+    let cert = ca.issue("server", &["localhost"]);
+    let (addr, mut accepted) = raw_backend().await;
+    let toml = format!(
+        "[admin]\nbind = \"127.0.0.1:0\"\n\n[defaults]\n{DEFAULTS}\n\n\
+         [[listener]]\nname = \"main\"\nbind = \"127.0.0.1:0\"\n\
+         tls = {{ cert = \"{}\", key = \"{}\" }}\n\n\
+         [[route]]\npath_prefix = \"/echo\"\npool = \"p\"\n\n\
+         [[pool]]\nname = \"p\"\nbackends = [{{ addr = \"{addr}\" }}]\n",
+        cert.cert.display(),
+        cert.key.display(),
+    );
+    let proxy = start_proxy(&toml).await;
+    let mut tls = ca.connect(proxy.addr("main"), "localhost").await;
+    within(tls.write_all(upgrade_request("/echo", "").as_bytes()))
+        .await
+        .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        assert_eq!(within(tls.read(&mut byte)).await.unwrap(), 1);
+        head.push(byte[0]);
+        assert!(head.len() < 4096);
+    }
+    assert_eq!(parse_answer(&head).status, 101);
+    let _backend = within(accepted.recv()).await.expect("backend connection");
+
+    fill(&mut tls, true).await;
+    let (tcp, _) = tls.into_inner();
+    reset(tcp);
+    let scrape = ended(&proxy).await;
+    let counted = sample(
+        &scrape,
+        "wsgate_closes_total",
+        &["code=\"1001\"", "initiator=\"client\""],
+    );
+    assert_eq!(counted, 1.0, "{scrape}");
 }

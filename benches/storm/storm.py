@@ -18,6 +18,7 @@ import asyncio
 import base64
 import hashlib
 import json
+import multiprocessing
 import os
 import socket
 import subprocess
@@ -36,8 +37,9 @@ def free_port():
 
 async def backend(arrivals):
     async def serve(reader, writer):
-        head = await reader.readuntil(b"\r\n\r\n")
+        # Stamped on accept: the moment wsgate let the upgrade through.
         arrivals.append(time.monotonic())
+        head = await reader.readuntil(b"\r\n\r\n")
         key = b""
         for line in head.split(b"\r\n"):
             if line.lower().startswith(b"sec-websocket-key:"):
@@ -55,6 +57,28 @@ async def backend(arrivals):
         writer.close()
 
     return await asyncio.start_server(serve, "127.0.0.1", 0, backlog=4096)
+
+
+def backend_process(conn):
+    """Runs the backend in its own process, so that the clients' work does
+    not delay the arrival stamps: sends its port, then, when asked, the
+    arrival times (CLOCK_MONOTONIC is shared by all processes)."""
+
+    async def run():
+        arrivals = []
+        server = await backend(arrivals)
+        conn.send(server.sockets[0].getsockname()[1])
+        loop = asyncio.get_running_loop()
+        while True:
+            command = await loop.run_in_executor(None, conn.recv)
+            if command == "clear":
+                arrivals.clear()
+                conn.send(None)
+            else:
+                conn.send(list(arrivals))
+                return
+
+    asyncio.run(run())
 
 
 async def client(port, delay, results):
@@ -87,15 +111,24 @@ def most_in_one_second(times):
     return most
 
 
+def mean_rate(times):
+    """Upgrades per second between the backend's first and last arrival."""
+    if len(times) < 2:
+        return 0
+    times.sort()
+    return round((len(times) - 1) / max(times[-1] - times[0], 1e-9))
+
+
 async def main():
     binary = sys.argv[1]
     clients = int(sys.argv[2]) if len(sys.argv) > 2 else 5000
     rate = int(sys.argv[3]) if len(sys.argv) > 3 else 1000
     spread = float(sys.argv[4]) if len(sys.argv) > 4 else 1.0
     queue = sys.argv[5] if len(sys.argv) > 5 else "5s"
-    arrivals = []
-    server = await backend(arrivals)
-    backend_port = server.sockets[0].getsockname()[1]
+    ours, theirs = multiprocessing.Pipe()
+    backend_proc = multiprocessing.Process(target=backend_process, args=(theirs,), daemon=True)
+    backend_proc.start()
+    backend_port = ours.recv()
     port = free_port()
     config = f"""
 [[listener]]
@@ -120,12 +153,15 @@ backends = [{{ addr = "127.0.0.1:{backend_port}" }}]
                 break
             except OSError:
                 await asyncio.sleep(0.05)
-        arrivals.clear()
+        ours.send("clear")
+        ours.recv()
         results = []
         started = time.monotonic()
         tasks = [client(port, spread * i / clients, results) for i in range(clients)]
         writers = await asyncio.gather(*tasks)
         connected = [r for r in results if r[0] == 101]
+        ours.send("report")
+        arrivals = ours.recv()
         report = {
             "clients": clients,
             "rate": rate,
@@ -137,6 +173,7 @@ backends = [{{ addr = "127.0.0.1:{backend_port}" }}]
             "all_connected_after_s": round(max((r[2] for r in connected), default=started) - started, 2),
             "longest_wait_s": round(max((r[1] for r in connected), default=0.0), 2),
             "backend_most_per_second": most_in_one_second(arrivals),
+            "backend_mean_per_second": mean_rate(arrivals),
         }
         print(json.dumps(report))
         for w in writers:
@@ -146,7 +183,7 @@ backends = [{{ addr = "127.0.0.1:{backend_port}" }}]
         proxy.terminate()
         proxy.wait()
         os.unlink(f.name)
-        server.close()
+        backend_proc.kill()
 
 
 if __name__ == "__main__":
