@@ -1,6 +1,6 @@
 //! Allocations made by the proxy, counted exactly: per ws and wss handshake
 //! cycle, and held per idle connection, with the held bytes broken down by
-//! allocation size (docs/benchmarks.md, "Allocations and syscalls").
+//! allocation size (docs/benchmarks.md, "Allocations per handshake").
 //!
 //! The proxy runs in-process on its own one-worker runtime whose threads
 //! are marked; a counting global allocator counts only marked threads, so
@@ -10,9 +10,10 @@
 //!
 //! `cargo bench --bench alloc -- [CYCLES] [IDLE] [SITES]` (default 1000,
 //! 1000 and 0). With SITES > 0, SITES more cycles of each kind are run
-//! with a backtrace taken at every allocation, and the allocations per
-//! cycle are listed by call site (slow; build with line tables, e.g. the
-//! debug build, for readable sites).
+//! with a backtrace taken at every allocation, then SITES idle connections
+//! opened keeping a backtrace per allocation still held; both are listed
+//! by call site (slow; build with line tables, e.g. the debug build, for
+//! readable sites).
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::backtrace::Backtrace;
@@ -390,9 +391,9 @@ fn main() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// Lists recorded allocations, `per` cycles or connections' worth, by call site: the innermost
-/// frame outside the standard library and the allocator, and the
-/// innermost frame in wsgate that led there.
+/// Lists recorded allocations, `per` cycles' or connections' worth, by
+/// call site: the innermost frame outside the standard library and the
+/// allocator, and the innermost frame in wsgate that led there.
 fn print_sites(title: &str, traces: &[(usize, Backtrace)], per: usize) {
     let mut by_site: HashMap<(String, String), (usize, usize)> = HashMap::new();
     for (size, trace) in traces {
@@ -431,7 +432,7 @@ fn print_sites(title: &str, traces: &[(usize, Backtrace)], per: usize) {
         entry.1 += size;
     }
     let mut rows: Vec<_> = by_site.into_iter().collect();
-    rows.sort_by(|a, b| b.1 .0.cmp(&a.1 .0));
+    rows.sort_by_key(|row| std::cmp::Reverse(row.1 .0));
     let n = per as f64;
     let bytes: usize = traces.iter().map(|(size, _)| size).sum();
     println!(
