@@ -21,7 +21,8 @@ pub fn key<'a>(
         StickySource::Header => headers
             .get(sticky.name.as_str())
             .map(|v| Cow::Borrowed(v.as_bytes().trim_ascii())),
-        StickySource::Query => query(uri, &sticky.name).map(Cow::Borrowed),
+        StickySource::Query => query_value(uri.query().unwrap_or(""), &sticky.name)
+            .map(|v| Cow::Borrowed(v.as_bytes())),
         // The address's bytes, not its text, so IPv4 and IPv4-mapped IPv6
         // spellings of one client do not matter for the text form.
         StickySource::ClientIp => Some(Cow::Owned(match client.ip() {
@@ -36,8 +37,9 @@ pub fn key<'a>(
 }
 
 /// The value of cookie `name` in the request's `Cookie` headers
-/// (RFC 6265 section 5.4: `name=value` pairs separated by `; `).
-fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a [u8]> {
+/// (RFC 6265 section 5.4: `name=value` pairs separated by `; `). Push tags
+/// read their cookies with it too.
+pub(crate) fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a [u8]> {
     headers
         .get_all(http::header::COOKIE)
         .iter()
@@ -49,12 +51,13 @@ fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a [u8]> {
         })
 }
 
-/// The raw value of query parameter `name` (not percent-decoded: the key
-/// only has to be the same for the same URL, on every instance).
-fn query<'a>(uri: &'a Uri, name: &str) -> Option<&'a [u8]> {
-    uri.query()?.split('&').find_map(|pair| {
+/// The raw value of query parameter `name` in `query`, not
+/// percent-decoded: a sticky key only has to be the same for the same URL,
+/// on every instance; push tags decode what they read.
+pub(crate) fn query_value<'a>(query: &'a str, name: &str) -> Option<&'a str> {
+    query.split('&').find_map(|pair| {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        (k == name).then_some(v.as_bytes())
+        (k == name).then_some(v)
     })
 }
 

@@ -61,15 +61,56 @@ impl CloseCode {
     /// registered and private ranges, `other` for the rest, so that a peer
     /// choosing codes cannot grow the number of series.
     pub fn label(self) -> &'static str {
+        CodeLabel::of(self).as_str()
+    }
+}
+
+/// A close code as the `code` label of `wsgate_closes_total` groups it:
+/// the metrics write it with [`CodeLabel::as_str`], the dashboard reads it
+/// back with [`CodeLabel::parse`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum CodeLabel {
+    /// 1000..=1015, the codes RFC 6455 and its registry name.
+    Code(u16),
+    /// `3xxx`: registered with IANA.
+    Registered,
+    /// `4xxx`: private to the application.
+    Private,
+    /// `other`, or a label this version does not know.
+    Other,
+}
+
+impl CodeLabel {
+    /// The group `code` falls in.
+    pub fn of(code: CloseCode) -> CodeLabel {
+        match code.0 {
+            n @ 1000..=1015 => CodeLabel::Code(n),
+            3000..=3999 => CodeLabel::Registered,
+            4000..=4999 => CodeLabel::Private,
+            _ => CodeLabel::Other,
+        }
+    }
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
         const NAMED: [&str; 16] = [
             "1000", "1001", "1002", "1003", "1004", "1005", "1006", "1007", "1008", "1009", "1010",
             "1011", "1012", "1013", "1014", "1015",
         ];
-        match self.0 {
-            n @ 1000..=1015 => NAMED[usize::from(n - 1000)],
-            3000..=3999 => "3xxx",
-            4000..=4999 => "4xxx",
-            _ => "other",
+        match self {
+            CodeLabel::Code(n @ 1000..=1015) => NAMED[usize::from(n - 1000)],
+            CodeLabel::Code(_) | CodeLabel::Other => "other",
+            CodeLabel::Registered => "3xxx",
+            CodeLabel::Private => "4xxx",
+        }
+    }
+
+    /// Reads a label value.
+    pub fn parse(label: &str) -> CodeLabel {
+        match label {
+            "3xxx" => CodeLabel::Registered,
+            "4xxx" => CodeLabel::Private,
+            l => l.parse().map_or(CodeLabel::Other, CodeLabel::Code),
         }
     }
 }
@@ -82,7 +123,7 @@ impl fmt::Display for CloseCode {
 }
 
 /// Who started the close of a connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Initiator {
     /// The client sent a close frame or dropped its connection.
     Client,
@@ -99,6 +140,16 @@ impl Initiator {
             Initiator::Client => "client",
             Initiator::Backend => "backend",
             Initiator::Proxy => "proxy",
+        }
+    }
+
+    /// Reads a metric label value back.
+    pub fn parse(s: &str) -> Option<Initiator> {
+        match s {
+            "client" => Some(Initiator::Client),
+            "backend" => Some(Initiator::Backend),
+            "proxy" => Some(Initiator::Proxy),
+            _ => None,
         }
     }
 }

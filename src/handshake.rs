@@ -307,9 +307,7 @@ fn check_parses(head: &[u8]) -> Result<(), ReadHeadError> {
                 return malformed("more than one Content-Length header");
             }
             if let Some(value) = lengths.first() {
-                let digits = value.trim_ascii();
-                if digits.is_empty() || digits.len() > 19 || !digits.iter().all(u8::is_ascii_digit)
-                {
+                if content_length(value).is_none() {
                     return malformed("invalid Content-Length");
                 }
                 if named("transfer-encoding").next().is_some() {
@@ -318,10 +316,8 @@ fn check_parses(head: &[u8]) -> Result<(), ReadHeadError> {
             }
             // RFC 9112 section 6.3: a request body's length is only known
             // when chunked is its last coding.
-            let last_coding = named("transfer-encoding")
-                .next_back()
-                .and_then(|h| h.value.rsplit(|&b| b == b',').next());
-            if last_coding.is_some_and(|c| !c.trim_ascii().eq_ignore_ascii_case(b"chunked")) {
+            let last = named("transfer-encoding").next_back();
+            if last.is_some_and(|h| !ends_chunked(h.value)) {
                 return malformed("Transfer-Encoding must end with chunked");
             }
             let target = req.path.unwrap_or("");
@@ -341,6 +337,24 @@ fn check_parses(head: &[u8]) -> Result<(), ReadHeadError> {
             "invalid request line or header",
         ))),
     }
+}
+
+/// A `Content-Length` value as a number: digits only, at most 19 of them
+/// so that any fits in a `u64`. The request head check and the scan of
+/// kept-alive requests for ambiguous framing read it alike.
+pub(crate) fn content_length(value: &[u8]) -> Option<u64> {
+    let digits = value.trim_ascii();
+    if digits.is_empty() || digits.len() > 19 || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(digits).ok()?.parse().ok()
+}
+
+/// Whether a `Transfer-Encoding` value's last coding is chunked, the only
+/// way a request body's length is known with it (RFC 9112 section 6.3).
+pub(crate) fn ends_chunked(value: &[u8]) -> bool {
+    let last = value.rsplit(|&b| b == b',').next().unwrap_or_default();
+    last.trim_ascii().eq_ignore_ascii_case(b"chunked")
 }
 
 /// What a request that passed every check carries forward.

@@ -26,53 +26,53 @@ pub mod server;
 
 pub mod proxy_protocol;
 
-pub mod connection;
+pub(crate) mod connection;
 
 pub mod admission;
 
-pub mod tls;
+pub(crate) mod tls;
 
 pub mod handshake;
 
-pub mod route;
+pub(crate) mod route;
 
-pub mod client_addr;
+pub(crate) mod client_addr;
 
-pub mod auth;
+pub(crate) mod auth;
 
-pub mod affinity;
+pub(crate) mod affinity;
 
-pub mod balance;
+pub(crate) mod balance;
 
-pub mod upstream;
+pub(crate) mod upstream;
 
-pub mod http_proxy;
+pub(crate) mod http_proxy;
 
 pub mod rfc6455;
 
 pub mod relay;
 
-pub mod push;
+pub(crate) mod push;
 
 pub mod frame;
 
-pub mod close;
+pub(crate) mod close;
 
 pub mod config;
 
-pub mod snapshot;
+pub(crate) mod snapshot;
 
-pub mod runtime;
+pub(crate) mod runtime;
 
 pub mod reload;
 
 pub mod discovery;
 
-pub mod shutdown;
+pub(crate) mod shutdown;
 
 pub mod admin;
 
-pub mod dashboard;
+pub(crate) mod dashboard;
 
 pub mod publish;
 
@@ -84,4 +84,4 @@ pub mod echo;
 
 mod health;
 
-pub mod rebalance;
+pub(crate) mod rebalance;

@@ -274,8 +274,28 @@ fn runtime(workers: Option<usize>) -> tokio::runtime::Runtime {
         .expect("the tokio runtime starts")
 }
 
+/// Keeps a timer due within the next second at all times.
+///
+/// Tokio's time driver wakes the I/O driver (an eventfd write, then an
+/// `epoll_wait` that returns at once) whenever a timer is set earlier
+/// than the driver's next planned wake-up, even when the thread setting
+/// it is the one that would be woken. Each connection sets a handshake
+/// timer and an idle timer; on a quiet proxy nothing earlier is pending,
+/// so every new connection paid two wake-ups it did not need. With this
+/// tick pending, the planned wake-up is never more than a second away and
+/// timers of a second or more are set without waking anything; the cost
+/// is one wake-up a second.
+async fn timer_horizon() {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+    }
+}
+
 fn run(config: Config, path: Option<PathBuf>, workers: Option<usize>, with_echo: bool) -> ExitCode {
     runtime(workers).block_on(async move {
+        tokio::spawn(timer_horizon());
         // Handlers first: a signal that arrives once the listeners are up
         // must find them installed, not the default action.
         let mut stops = StopSignals::install();

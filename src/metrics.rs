@@ -13,9 +13,12 @@
 //! connection, so a flush touches a handful of atomics and no label map.
 //! Backend health and active counts are read from the live state when
 //! `/metrics` is scraped.
+//!
+//! This file holds the registry and the counters' events; beside it,
+//! `meter` is one connection's link to them, `scrape` what a scrape of
+//! `/metrics` does, `exposition` the two text formats, `http` and
+//! `admission` the proxied-HTTP and admission-control metrics.
 
-use std::sync::atomic::AtomicU64;
-use std::sync::Arc;
 use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -25,12 +28,19 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
-use crate::close::{CloseCode, CloseInfo, Counts, Initiator};
+use crate::close::{CloseCode, Initiator};
 use crate::config::HostPattern;
 
 mod admission;
-use crate::snapshot::Snapshot;
+mod exposition;
+mod http;
+mod meter;
+mod scrape;
+
 pub use admission::AdmissionMetrics;
+pub use exposition::Exposition;
+use http::HttpMetrics;
+pub use meter::Meter;
 
 /// Statuses the proxy answers a refused upgrade with (contract, "Behaviour
 /// on the wire"); a backend's own refusal passed through is counted under
@@ -52,49 +62,6 @@ const PROXY_CLOSES: [(CloseCode, Initiator); 7] = [
 
 const DIRECTIONS: [&str; 2] = ["client_to_backend", "backend_to_client"];
 
-/// A text exposition format of `/metrics`, chosen by the scraper's
-/// `Accept` header.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Exposition {
-    /// Prometheus text format 0.0.4: what any scraper understands.
-    Prometheus,
-    /// OpenMetrics 1.0.0 text, for a scraper that asks for it.
-    OpenMetrics,
-}
-
-impl Exposition {
-    /// OpenMetrics when `accept` lists `application/openmetrics-text`
-    /// (Prometheus does, ahead of the older format); else Prometheus text.
-    pub fn from_accept(accept: Option<&str>) -> Exposition {
-        let asks = accept.is_some_and(|a| {
-            a.split(',').any(|range| {
-                let mut params = range.split(';').map(str::trim);
-                let media = params.next().unwrap_or("");
-                // `q=0` means "not acceptable" (RFC 9110 section 12.4.2).
-                let refused = params.any(|p| {
-                    p.strip_prefix("q=")
-                        .and_then(|q| q.trim().parse::<f32>().ok())
-                        .is_some_and(|q| q == 0.0)
-                });
-                media.eq_ignore_ascii_case("application/openmetrics-text") && !refused
-            })
-        });
-        if asks {
-            Exposition::OpenMetrics
-        } else {
-            Exposition::Prometheus
-        }
-    }
-
-    /// The `Content-Type` of a body in this format.
-    pub fn content_type(self) -> &'static str {
-        match self {
-            Exposition::Prometheus => "text/plain; version=0.0.4; charset=utf-8",
-            Exposition::OpenMetrics => "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        }
-    }
-}
-
 /// Labels of a relayed connection.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ConnectionLabels {
@@ -102,7 +69,7 @@ pub struct ConnectionLabels {
     pub route: String,
     /// The pool's name.
     pub pool: String,
-    /// The backend's address as configured.
+    /// The backend's resolved `ip:port`, as `wsgate_backend_up` names it.
     pub backend: String,
 }
 
@@ -197,29 +164,6 @@ pub struct Metrics {
     pub admission: AdmissionMetrics,
 }
 
-/// The proxied-HTTP request metrics.
-struct HttpMetrics {
-    requests: Family<HttpLabels, Counter>,
-    in_flight: Family<PoolLabels, Gauge>,
-    duration: Family<PoolLabels, Histogram, fn() -> Histogram>,
-}
-
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct HttpLabels {
-    pool: String,
-    code: u16,
-}
-
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct PoolLabels {
-    pool: String,
-}
-
-/// 1 ms .. ~65 s: a loopback page up to a long poll held past its timeout.
-fn http_histogram() -> Histogram {
-    Histogram::new(exponential_buckets(0.001, 2.0, 17))
-}
-
 impl std::fmt::Debug for Metrics {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Metrics").finish_non_exhaustive()
@@ -267,11 +211,7 @@ impl Metrics {
             // arrival on another.
             cluster_lag: Histogram::new(exponential_buckets(0.0001, 2.0, 15)),
             admission: AdmissionMetrics::default(),
-            http: HttpMetrics {
-                requests: Family::default(),
-                in_flight: Family::default(),
-                duration: Family::new_with_constructor(http_histogram),
-            },
+            http: HttpMetrics::default(),
         };
         let mut registry = Registry::default();
         // prometheus-client appends `_total` to counter names.
@@ -391,21 +331,7 @@ impl Metrics {
             "From a publish on one instance to its arrival here through Redis",
             m.cluster_lag.clone(),
         );
-        registry.register(
-            "wsgate_http_requests",
-            "Proxied HTTP requests answered, by pool and status code",
-            m.http.requests.clone(),
-        );
-        registry.register(
-            "wsgate_http_requests_in_flight",
-            "Proxied HTTP requests between routing and the end of the response",
-            m.http.in_flight.clone(),
-        );
-        registry.register(
-            "wsgate_http_request_duration_seconds",
-            "From request head received to response head sent, proxied HTTP",
-            m.http.duration.clone(),
-        );
+        m.http.register(&mut registry);
         registry.register(
             "wsgate_log_lines_dropped",
             "Log lines dropped because the log writer fell behind",
@@ -466,118 +392,6 @@ impl Metrics {
         self.cluster_lag.observe(lag.as_secs_f64());
     }
 
-    /// Every metric in `format`, with backend health and active counts
-    /// read from `snapshot`'s live state now.
-    pub fn render(
-        &self,
-        snapshot: &Snapshot,
-        registry: &crate::snapshot::Registry,
-        format: Exposition,
-    ) -> String {
-        self.backend_up.clear();
-        self.backend_active.clear();
-        self.backend_max.clear();
-        for (pool, balancer) in snapshot.config.pools.iter().zip(&snapshot.balancers) {
-            let now = tokio::time::Instant::now();
-            let named = (0..balancer.len()).filter_map(|i| {
-                let name = pool.backends.get(i)?.name.as_deref().unwrap_or("");
-                Some((balancer.backend(i)?.clone(), name.to_string()))
-            });
-            let draining = (registry.draining(&pool.name).into_iter()).map(|s| (s, String::new()));
-            for (state, name) in named.chain(draining) {
-                let labels = BackendLabels {
-                    pool: pool.name.clone(),
-                    backend: state.addr().to_string(),
-                    name,
-                };
-                self.backend_up
-                    .get_or_create(&labels)
-                    .set(i64::from(state.is_up(now)));
-                self.backend_active
-                    .get_or_create(&labels)
-                    .set(i64::from(state.active()));
-            }
-            for b in &pool.backends {
-                if let Some(max) = b.max_connections {
-                    let labels = BackendLabels {
-                        pool: pool.name.clone(),
-                        backend: b.addr.to_string(),
-                        name: b.name.as_deref().unwrap_or("").to_string(),
-                    };
-                    self.backend_max.get_or_create(&labels).set(i64::from(max));
-                }
-            }
-        }
-        self.zero_configured_series(snapshot);
-        self.config_version.set(snapshot.version as i64);
-        // The count only grows; two scrapes at once both land on it.
-        self.log_lines_dropped.inner().fetch_max(
-            crate::log_writer::dropped_lines(),
-            std::sync::atomic::Ordering::Relaxed,
-        );
-        let mut out = String::new();
-        prometheus_client::encoding::text::encode(&mut out, &self.registry)
-            .expect("writing to a String cannot fail");
-        match format {
-            Exposition::OpenMetrics => out,
-            Exposition::Prometheus => openmetrics_to_prometheus(&out),
-        }
-    }
-
-    /// Creates (by adding 0), at 0 when new, the series of every backend that `snapshot`
-    /// routes to. Existing series keep their counts.
-    fn zero_configured_series(&self, snapshot: &Snapshot) {
-        let config = &snapshot.config;
-        for route in &config.routes {
-            let Some(pool) = config.pools.iter().find(|p| p.name == route.pool) else {
-                continue;
-            };
-            for backend in &pool.backends {
-                let labels = ConnectionLabels {
-                    route: route_label(route),
-                    pool: pool.name.clone(),
-                    backend: backend.addr.to_string(),
-                };
-                self.connections.get_or_create(&labels).inc_by(0);
-                self.connections_active.get_or_create(&labels).inc_by(0);
-            }
-        }
-        for pool in &config.pools {
-            for backend in &pool.backends {
-                let backend = backend.addr.to_string();
-                for direction in DIRECTIONS {
-                    let labels = TrafficLabels {
-                        direction,
-                        pool: pool.name.clone(),
-                        backend: backend.clone(),
-                    };
-                    self.messages.get_or_create(&labels).inc_by(0);
-                    self.bytes.get_or_create(&labels).inc_by(0);
-                }
-                for (code, initiator) in PROXY_CLOSES {
-                    self.closes
-                        .get_or_create(&CloseLabels {
-                            code: code.label(),
-                            initiator: initiator.as_str(),
-                            pool: pool.name.clone(),
-                            backend: backend.clone(),
-                        })
-                        .inc_by(0);
-                }
-            }
-        }
-    }
-
-    /// The text exposition as the counters stand, without refreshing the
-    /// backend gauges that [`Metrics::render`] reads from a snapshot (the
-    /// dashboard reads those from the live state itself).
-    pub fn encode(&self) -> String {
-        let mut out = String::new();
-        prometheus_client::encoding::text::encode(&mut out, &self.registry)
-            .expect("writing to a String cannot fail");
-        out
-    }
-
     /// A handshake refused with `status`.
     pub fn rejected(&self, status: u16) {
         self.rejections
@@ -606,113 +420,6 @@ impl Metrics {
             listener: listener.to_string(),
         };
         self.tls_failures.get_or_create(&labels).inc();
-    }
-
-    /// A proxied HTTP request on `pool` began.
-    pub fn http_started(&self, pool: &str) {
-        let labels = PoolLabels {
-            pool: pool.to_string(),
-        };
-        self.http.in_flight.get_or_create(&labels).inc();
-    }
-
-    /// A proxied HTTP request on `pool` got its answer head, `code`, after
-    /// `head`.
-    pub fn http_answered(&self, pool: &str, code: u16, head: Duration) {
-        let labels = HttpLabels {
-            pool: pool.to_string(),
-            code,
-        };
-        self.http.requests.get_or_create(&labels).inc();
-        let labels = PoolLabels {
-            pool: pool.to_string(),
-        };
-        self.http
-            .duration
-            .get_or_create(&labels)
-            .observe(head.as_secs_f64());
-    }
-
-    /// A proxied HTTP request on `pool` ended (its response body too).
-    pub fn http_finished(&self, pool: &str) {
-        let labels = PoolLabels {
-            pool: pool.to_string(),
-        };
-        self.http.in_flight.get_or_create(&labels).dec();
-    }
-
-    /// A connection upgraded after `handshake`; returns the meter that
-    /// counts its traffic.
-    pub fn upgraded(self: &Arc<Self>, labels: ConnectionLabels, handshake: Duration) -> Meter {
-        self.handshake_seconds.observe(handshake.as_secs_f64());
-        self.connections.get_or_create(&labels).inc();
-        self.connections_active.get_or_create(&labels).inc();
-        let traffic = |direction| TrafficLabels {
-            direction,
-            pool: labels.pool.clone(),
-            backend: labels.backend.clone(),
-        };
-        let c2b = traffic("client_to_backend");
-        let b2c = traffic("backend_to_client");
-        Meter {
-            metrics: self.clone(),
-            messages: [
-                self.messages.get_or_create_owned(&c2b),
-                self.messages.get_or_create_owned(&b2c),
-            ],
-            bytes: [
-                self.bytes.get_or_create_owned(&c2b),
-                self.bytes.get_or_create_owned(&b2c),
-            ],
-            reported: [Counts::default(); 2],
-            labels,
-        }
-    }
-}
-
-/// One connection's link to the shared counters.
-#[derive(Debug)]
-pub struct Meter {
-    metrics: Arc<Metrics>,
-    labels: ConnectionLabels,
-    messages: [Counter<u64, AtomicU64>; 2],
-    bytes: [Counter<u64, AtomicU64>; 2],
-    reported: [Counts; 2],
-}
-
-impl Meter {
-    /// Adds what the connection relayed since the last flush.
-    pub fn flush(&mut self, client_to_backend: Counts, backend_to_client: Counts) {
-        for (i, now) in [client_to_backend, backend_to_client]
-            .into_iter()
-            .enumerate()
-        {
-            let before = self.reported[i];
-            self.messages[i].inc_by(now.messages - before.messages);
-            self.bytes[i].inc_by(now.bytes - before.bytes);
-            self.reported[i] = now;
-        }
-    }
-
-    /// The connection ended after `lifetime`, closed as `close` says.
-    pub fn closed(
-        mut self,
-        close: CloseInfo,
-        client_to_backend: Counts,
-        backend_to_client: Counts,
-        lifetime: Duration,
-    ) {
-        self.flush(client_to_backend, backend_to_client);
-        let m = &self.metrics;
-        m.connection_seconds.observe(lifetime.as_secs_f64());
-        m.connections_active.get_or_create(&self.labels).dec();
-        let labels = CloseLabels {
-            code: close.code.label(),
-            initiator: close.initiator.as_str(),
-            pool: self.labels.pool.clone(),
-            backend: self.labels.backend.clone(),
-        };
-        m.closes.get_or_create(&labels).inc();
     }
 }
 
@@ -746,77 +453,9 @@ pub fn push_route_label(route: &crate::config::Route, out: &mut String) {
     out.push_str(&route.path_prefix);
 }
 
-/// prometheus-client writes OpenMetrics; the Prometheus text format differs
-/// in what matters here: a counter's `# HELP` and `# TYPE` name its sample
-/// (`x_total`, not the family `x`), there is no `# UNIT` line and no
-/// closing `# EOF`.
-fn openmetrics_to_prometheus(openmetrics: &str) -> String {
-    let counters: Vec<&str> = openmetrics
-        .lines()
-        .filter_map(|l| l.strip_prefix("# TYPE ")?.strip_suffix(" counter"))
-        .collect();
-    let mut out = String::with_capacity(openmetrics.len() + 16 * counters.len());
-    for line in openmetrics.lines() {
-        if line == "# EOF" || line.starts_with("# UNIT ") {
-            continue;
-        }
-        let comment = ["# HELP ", "# TYPE "]
-            .into_iter()
-            .find_map(|prefix| Some((prefix, line.strip_prefix(prefix)?)));
-        match comment {
-            Some((prefix, rest)) => {
-                let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
-                out.push_str(prefix);
-                out.push_str(name);
-                if counters.contains(&name) {
-                    out.push_str("_total");
-                }
-                if !tail.is_empty() {
-                    out.push(' ');
-                    out.push_str(tail);
-                }
-            }
-            None => out.push_str(line),
-        }
-        out.push('\n');
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn openmetrics_is_asked_for_by_its_media_type() {
-        let prometheus = "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
-        assert_eq!(
-            Exposition::from_accept(Some(prometheus)),
-            Exposition::OpenMetrics
-        );
-        assert_eq!(
-            Exposition::from_accept(Some("text/plain")),
-            Exposition::Prometheus
-        );
-        assert_eq!(Exposition::from_accept(Some("*/*")), Exposition::Prometheus);
-        assert_eq!(Exposition::from_accept(None), Exposition::Prometheus);
-        assert_eq!(
-            Exposition::from_accept(Some("application/openmetrics-text; q=0")),
-            Exposition::Prometheus
-        );
-    }
-
-    #[test]
-    fn prometheus_text_names_counters_by_their_samples_and_has_no_eof() {
-        let om = "# HELP a_things Things.\n# TYPE a_things counter\na_things_total{x=\"1\"} 0\n\
-                  # HELP b_now Now.\n# TYPE b_now gauge\n# UNIT b_now seconds\nb_now 2\n# EOF\n";
-        let text = openmetrics_to_prometheus(om);
-        assert_eq!(
-            text,
-            "# HELP a_things_total Things.\n# TYPE a_things_total counter\na_things_total{x=\"1\"} 0\n\
-             # HELP b_now Now.\n# TYPE b_now gauge\nb_now 2\n"
-        );
-    }
 
     #[test]
     fn known_label_values_exist_at_zero() {

@@ -446,6 +446,10 @@ async fn accept_loop(key: ListenerKey, listener: TcpListener, shared: Arc<Shared
     let mut backoff = AcceptBackoff::new(key.bind());
     // Admission state lives as long as the listener's socket, across reloads.
     let gate = Arc::new(Gate::default());
+    let local = listener
+        .local_addr()
+        .ok()
+        .filter(|addr| !addr.ip().is_unspecified());
     loop {
         // Public listeners leave the last descriptors to the admin
         // listener: at the limit, clients wait in the backlog instead.
@@ -458,6 +462,7 @@ async fn accept_loop(key: ListenerKey, listener: TcpListener, shared: Arc<Shared
                 backoff.succeeded();
                 let accepted = Accepted {
                     peer,
+                    local,
                     listener: key.clone(),
                     snapshot: shared.current.load_full(),
                     guard: shared.tracker.enter(),

@@ -17,8 +17,8 @@ use crate::rfc6455::{accept_for, has_token, list_items, MAX_HEADERS};
 mod refusal;
 mod tls;
 
-pub use refusal::{Refusal, RefusalBody, MAX_REFUSAL_BODY};
-pub use tls::{BackendStream, Dial, DialTls};
+pub use refusal::{Refusal, RefusalBody};
+pub use tls::{BackendStream, Dial};
 
 /// The most bytes a backend's answer head may take.
 const MAX_RESPONSE_HEAD: usize = 16 * 1024;
@@ -295,19 +295,6 @@ pub async fn upgrade(
             kind: UpstreamFailure::Status(refusal.status.as_u16()),
         }),
     }
-}
-
-/// Connects to `addr` over plain TCP, sends `request`, and reads the
-/// backend's answer, all within `timeout`: a correct 101, or a complete
-/// refusal with its body.
-pub async fn answer(
-    addr: SocketAddr,
-    request: &[u8],
-    key: &HeaderValue,
-    offer: &Offer,
-    timeout: Duration,
-) -> Result<Answer, UpstreamError> {
-    answer_via(&Dial::plain(addr), request, key, offer, timeout).await
 }
 
 /// [`answer`] for a backend reached as `dial` says (plain or TLS); the TLS

@@ -6,7 +6,6 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -17,70 +16,6 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
 use tokio_tungstenite::tungstenite::Message;
-
-/// A CA for these tests, able to issue server and client certificates with
-/// a chosen subject.
-struct Ca {
-    issuer: rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,
-    dir: TempDir,
-    /// The CA certificate as a PEM file.
-    pem: PathBuf,
-}
-
-/// A certificate and key, as files and as rustls values.
-struct Cert {
-    cert: PathBuf,
-    key: PathBuf,
-    der: CertificateDer<'static>,
-    key_der: PrivateKeyDer<'static>,
-}
-
-impl Ca {
-    fn new(name: &str) -> Ca {
-        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, name);
-        let key = rcgen::KeyPair::generate().unwrap();
-        let issuer = rcgen::CertifiedIssuer::self_signed(params, key).unwrap();
-        let dir = TempDir::new("mtls");
-        let pem = dir.0.join(format!("{name}.pem"));
-        std::fs::write(&pem, issuer.pem()).unwrap();
-        Ca { issuer, dir, pem }
-    }
-
-    /// A certificate for `names` with subject `CN=cn,O=Test Org`.
-    fn issue(&self, stem: &str, names: &[&str], cn: &str) -> Cert {
-        let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
-        let mut params = rcgen::CertificateParams::new(names).unwrap();
-        params.distinguished_name = rcgen::DistinguishedName::new();
-        params
-            .distinguished_name
-            .push(rcgen::DnType::OrganizationName, "Test Org");
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, cn);
-        let key = rcgen::KeyPair::generate().unwrap();
-        let cert = params.signed_by(&key, &self.issuer).unwrap();
-        let cert_path = self.dir.0.join(format!("{stem}.pem"));
-        let key_path = self.dir.0.join(format!("{stem}.key"));
-        std::fs::write(&cert_path, cert.pem()).unwrap();
-        std::fs::write(&key_path, key.serialize_pem()).unwrap();
-        Cert {
-            cert: cert_path,
-            key: key_path,
-            der: cert.der().clone(),
-            key_der: PrivateKeyDer::try_from(key.serialize_der()).unwrap(),
-        }
-    }
-
-    fn roots(&self) -> rustls::RootCertStore {
-        let mut roots = rustls::RootCertStore::empty();
-        roots.add(self.issuer.der().clone()).unwrap();
-        roots
-    }
-}
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
@@ -99,7 +34,7 @@ struct Seen {
 
 /// A wss:// echo backend serving `cert`; with `client_ca`, it requires a
 /// client certificate from that CA.
-async fn tls_backend(cert: &Cert, client_ca: Option<&Ca>) -> (SocketAddr, Seen) {
+async fn tls_backend(cert: &Issued, client_ca: Option<&TestCa>) -> (SocketAddr, Seen) {
     let builder = rustls::ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .unwrap();
@@ -115,7 +50,10 @@ async fn tls_backend(cert: &Cert, client_ca: Option<&Ca>) -> (SocketAddr, Seen) 
         None => builder.with_no_client_auth(),
     };
     let mut config = builder
-        .with_single_cert(vec![cert.der.clone()], cert.key_der.clone_key())
+        .with_single_cert(
+            vec![CertificateDer::from(cert.der.clone())],
+            PrivateKeyDer::try_from(cert.key_der.clone()).unwrap(),
+        )
         .unwrap();
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
@@ -178,8 +116,8 @@ async fn echo_once(url: &str) {
 
 #[tokio::test]
 async fn backend_tls_verifies_the_backend_against_the_pool_ca() {
-    let ca = Ca::new("backend-ca");
-    let cert = ca.issue("backend", &["backend.test"], "backend");
+    let ca = TestCa::named("backend-ca");
+    let cert = ca.issue_with_subject("backend", &["backend.test"], "backend");
     let (addr, seen) = tls_backend(&cert, None).await;
     let tls = format!(
         "{{ ca = \"{}\", server_name = \"backend.test\" }}",
@@ -192,9 +130,9 @@ async fn backend_tls_verifies_the_backend_against_the_pool_ca() {
 
 #[tokio::test]
 async fn backend_with_a_certificate_for_another_name_is_skipped_and_marked_down() {
-    let ca = Ca::new("backend-ca");
-    let wrong = ca.issue("wrong", &["other.test"], "wrong");
-    let right = ca.issue("right", &["backend.test"], "right");
+    let ca = TestCa::named("backend-ca");
+    let wrong = ca.issue_with_subject("wrong", &["other.test"], "wrong");
+    let right = ca.issue_with_subject("right", &["backend.test"], "right");
     let (wrong_addr, wrong_seen) = tls_backend(&wrong, None).await;
     let (right_addr, right_seen) = tls_backend(&right, None).await;
     let tls = format!(
@@ -216,9 +154,9 @@ async fn backend_with_a_certificate_for_another_name_is_skipped_and_marked_down(
 
 #[tokio::test]
 async fn backend_tls_presents_the_pool_client_certificate() {
-    let ca = Ca::new("backend-ca");
-    let cert = ca.issue("backend", &["backend.test"], "backend");
-    let client = ca.issue("client", &["proxy.test"], "wsgate");
+    let ca = TestCa::named("backend-ca");
+    let cert = ca.issue_with_subject("backend", &["backend.test"], "backend");
+    let client = ca.issue_with_subject("client", &["proxy.test"], "wsgate");
     let (addr, seen) = tls_backend(&cert, Some(&ca)).await;
     let tls = format!(
         "{{ ca = \"{}\", server_name = \"backend.test\", cert = \"{}\", key = \"{}\" }}",
@@ -229,13 +167,13 @@ async fn backend_tls_presents_the_pool_client_certificate() {
     let proxy = start_proxy(&pool_tls_config(&[addr], &tls)).await;
     echo_once(&proxy.url("/echo")).await;
     let upgrades = seen.upgrades.lock().unwrap();
-    assert_eq!(upgrades[0].1.as_ref(), Some(&client.der));
+    assert_eq!(upgrades[0].1.as_deref(), Some(client.der.as_slice()));
 }
 
 #[tokio::test]
 async fn backend_demanding_a_client_certificate_refuses_a_pool_without_one() {
-    let ca = Ca::new("backend-ca");
-    let cert = ca.issue("backend", &["backend.test"], "backend");
+    let ca = TestCa::named("backend-ca");
+    let cert = ca.issue_with_subject("backend", &["backend.test"], "backend");
     let (addr, seen) = tls_backend(&cert, Some(&ca)).await;
     let tls = format!(
         "{{ ca = \"{}\", server_name = \"backend.test\" }}",
@@ -249,7 +187,7 @@ async fn backend_demanding_a_client_certificate_refuses_a_pool_without_one() {
 
 /// A wss:// listener asking for client certificates from `client_ca`,
 /// in front of the recording plain echo backend.
-fn listener_config(server: &Cert, client_ca: &Ca, mode: &str, backend: SocketAddr) -> String {
+fn listener_config(server: &Issued, client_ca: &TestCa, mode: &str, backend: SocketAddr) -> String {
     format!(
         "[admin]\nbind = \"127.0.0.1:0\"\n\n[[listener]]\nname = \"main\"\nbind = \"127.0.0.1:0\"\ntls = {{ cert = \"{}\", key = \"{}\", client_ca = \"{}\", client_auth = \"{mode}\" }}\n\n[[route]]\npath_prefix = \"/echo\"\npool = \"p\"\n\n[[pool]]\nname = \"p\"\nbackends = [{{ addr = \"{backend}\" }}]\n",
         server.cert.display(),
@@ -262,8 +200,8 @@ fn listener_config(server: &Cert, client_ca: &Ca, mode: &str, backend: SocketAdd
 /// `client` when given, and sends an upgrade with forged identity headers.
 async fn wss_upgrade(
     addr: SocketAddr,
-    server_ca: &Ca,
-    client: Option<&Cert>,
+    server_ca: &TestCa,
+    client: Option<&Issued>,
 ) -> Result<(), String> {
     let builder = rustls::ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
@@ -271,7 +209,10 @@ async fn wss_upgrade(
         .with_root_certificates(server_ca.roots());
     let config = match client {
         Some(c) => builder
-            .with_client_auth_cert(vec![c.der.clone()], c.key_der.clone_key())
+            .with_client_auth_cert(
+                vec![CertificateDer::from(c.der.clone())],
+                PrivateKeyDer::try_from(c.key_der.clone()).unwrap(),
+            )
             .unwrap(),
         None => builder.with_no_client_auth(),
     };
@@ -297,16 +238,16 @@ async fn wss_upgrade(
 }
 
 struct ListenerSetup {
-    server_ca: Ca,
-    client_ca: Ca,
+    server_ca: TestCa,
+    client_ca: TestCa,
     backend: Backend,
     proxy: Proxy,
 }
 
 async fn listener_setup(mode: &str) -> ListenerSetup {
-    let server_ca = Ca::new("server-ca");
-    let client_ca = Ca::new("client-ca");
-    let server = server_ca.issue("server", &["localhost"], "localhost");
+    let server_ca = TestCa::named("server-ca");
+    let client_ca = TestCa::named("client-ca");
+    let server = server_ca.issue_with_subject("server", &["localhost"], "localhost");
     let backend = echo_backend().await;
     let proxy = start_proxy(&listener_config(&server, &client_ca, mode, backend.addr)).await;
     ListenerSetup {
@@ -345,7 +286,8 @@ async fn required_client_certificate_missing_fails_the_tls_handshake() {
 #[tokio::test]
 async fn client_certificate_from_an_unknown_ca_fails_the_tls_handshake() {
     let s = listener_setup("require").await;
-    let stranger = Ca::new("stranger-ca").issue("device", &["device.test"], "device-9");
+    let stranger =
+        TestCa::named("stranger-ca").issue_with_subject("device", &["device.test"], "device-9");
     let result = wss_upgrade(s.proxy.addr("main"), &s.server_ca, Some(&stranger)).await;
     assert!(result.is_err(), "unknown CA, no upgrade");
     assert_eq!(s.backend.connection_count(), 0);
@@ -355,7 +297,9 @@ async fn client_certificate_from_an_unknown_ca_fails_the_tls_handshake() {
 #[tokio::test]
 async fn valid_client_certificate_is_named_to_the_backend_and_forgeries_are_dropped() {
     let s = listener_setup("require").await;
-    let device = s.client_ca.issue("device", &["device.test"], "device-7");
+    let device = s
+        .client_ca
+        .issue_with_subject("device", &["device.test"], "device-7");
     wss_upgrade(s.proxy.addr("main"), &s.server_ca, Some(&device))
         .await
         .expect("a valid certificate upgrades");
@@ -400,9 +344,9 @@ async fn forged_identity_headers_never_reach_the_backend_on_a_plain_listener() {
 
 #[tokio::test]
 async fn websocket_health_checks_of_a_tls_pool_go_over_tls_and_verify() {
-    let ca = Ca::new("backend-ca");
-    let wrong = ca.issue("wrong", &["other.test"], "wrong");
-    let right = ca.issue("right", &["backend.test"], "right");
+    let ca = TestCa::named("backend-ca");
+    let wrong = ca.issue_with_subject("wrong", &["other.test"], "wrong");
+    let right = ca.issue_with_subject("right", &["backend.test"], "right");
     let (wrong_addr, _) = tls_backend(&wrong, None).await;
     let (right_addr, right_seen) = tls_backend(&right, None).await;
     let tls = format!(
@@ -435,12 +379,15 @@ async fn websocket_health_checks_of_a_tls_pool_go_over_tls_and_verify() {
 
 /// A wss:// backend that answers any plain HTTP request with 200 and the
 /// request head it received as the body.
-async fn tls_http_backend(cert: &Cert) -> SocketAddr {
+async fn tls_http_backend(cert: &Issued) -> SocketAddr {
     let mut config = rustls::ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .unwrap()
         .with_no_client_auth()
-        .with_single_cert(vec![cert.der.clone()], cert.key_der.clone_key())
+        .with_single_cert(
+            vec![CertificateDer::from(cert.der.clone())],
+            PrivateKeyDer::try_from(cert.key_der.clone()).unwrap(),
+        )
         .unwrap();
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
@@ -477,8 +424,8 @@ async fn tls_http_backend(cert: &Cert) -> SocketAddr {
 
 #[tokio::test]
 async fn proxied_http_reaches_a_tls_pool_and_never_carries_forged_identity() {
-    let ca = Ca::new("backend-ca");
-    let cert = ca.issue("backend", &["backend.test"], "backend");
+    let ca = TestCa::named("backend-ca");
+    let cert = ca.issue_with_subject("backend", &["backend.test"], "backend");
     let addr = tls_http_backend(&cert).await;
     let tls = format!(
         "{{ ca = \"{}\", server_name = \"backend.test\" }}",

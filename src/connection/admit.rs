@@ -13,7 +13,9 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 use tracing::info;
 
-use super::{access_rejected, linger, Context};
+use super::access::access_rejected;
+use super::head::linger;
+use super::Context;
 use crate::admission::queue::Slot;
 use crate::admission::Refusal;
 

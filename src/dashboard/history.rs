@@ -5,6 +5,8 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::time::SystemTime;
 
+use crate::close::{CodeLabel, Initiator};
+
 /// Seconds of history kept: the sparklines and the close-code panel cover
 /// the last five minutes.
 pub const SECONDS: usize = 300;
@@ -49,6 +51,7 @@ impl<T> Ring<T> {
     }
 
     /// Entries held now.
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.slots.len()
     }
@@ -75,69 +78,13 @@ pub enum Key {
     Other,
 }
 
-/// The `code` label of `wsgate_closes_total`: a code RFC 6455 and its
-/// registry name, or one of the ranges the metrics group codes into.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum CodeLabel {
-    /// 1000..=1015.
-    Code(u16),
-    /// `3xxx`: registered with IANA.
-    Registered,
-    /// `4xxx`: private to the application.
-    Private,
-    /// `other`, or a label this version does not know.
-    Other,
-}
-
+/// The dashboard's JSON for a close code's label.
 impl CodeLabel {
-    /// Reads a metrics label value.
-    pub fn parse(label: &str) -> CodeLabel {
-        match label {
-            "3xxx" => CodeLabel::Registered,
-            "4xxx" => CodeLabel::Private,
-            l => l.parse().map_or(CodeLabel::Other, CodeLabel::Code),
-        }
-    }
-
     /// The number where there is one, else the label.
     pub fn to_json(self) -> serde_json::Value {
         match self {
             CodeLabel::Code(n) => n.into(),
-            CodeLabel::Registered => "3xxx".into(),
-            CodeLabel::Private => "4xxx".into(),
-            CodeLabel::Other => "other".into(),
-        }
-    }
-}
-
-/// Who started a close, as the metrics label it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Initiator {
-    /// The client.
-    Client,
-    /// The backend.
-    Backend,
-    /// The proxy itself (limits, timeouts, drains).
-    Proxy,
-}
-
-impl Initiator {
-    /// The metrics label value.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Initiator::Client => "client",
-            Initiator::Backend => "backend",
-            Initiator::Proxy => "proxy",
-        }
-    }
-
-    /// Parses a metrics label value.
-    pub fn parse(s: &str) -> Option<Initiator> {
-        match s {
-            "client" => Some(Initiator::Client),
-            "backend" => Some(Initiator::Backend),
-            "proxy" => Some(Initiator::Proxy),
-            _ => None,
+            label => label.as_str().into(),
         }
     }
 }

@@ -61,11 +61,6 @@ impl Dashboard {
         dashboard
     }
 
-    /// Viewers watching now.
-    pub fn viewers(&self) -> usize {
-        self.viewers.count()
-    }
-
     /// Answers the dashboard's own endpoints; `None` for every other path.
     pub fn answer<B>(&self, req: &Request<B>, shared: &Shared) -> Option<Response<AdminBody>> {
         let path = req.uri().path();

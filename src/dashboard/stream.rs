@@ -70,6 +70,7 @@ impl Viewers {
     }
 
     /// Viewers watching now.
+    #[cfg(test)]
     pub fn count(&self) -> usize {
         let mut inner = self.lock();
         inner.senders.retain(|s| !s.is_closed());

@@ -7,8 +7,9 @@ use std::sync::atomic::Ordering;
 
 use serde_json::{json, Value};
 
-use super::history::{self, CodeLabel, Initiator, Key, Point, Reload, Ring, Tally};
+use super::history::{self, Key, Point, Reload, Ring, Tally};
 use super::scrape::{rates, Scrape, Series};
+use crate::close::{CodeLabel, Initiator};
 use crate::config::{Balance, HealthCheckKind, HostPattern};
 use crate::server::Shared;
 

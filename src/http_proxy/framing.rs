@@ -23,7 +23,7 @@ use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use crate::handshake::MAX_HEADERS;
+use crate::handshake::{content_length, ends_chunked, MAX_HEADERS};
 
 /// The longest head or chunk line the scanner follows; hyper refuses
 /// longer ones itself.
@@ -169,15 +169,12 @@ impl Scanner {
         let mut switches = req.method == Some("CONNECT");
         for h in req.headers.iter() {
             if h.name.eq_ignore_ascii_case("content-length") {
-                length = std::str::from_utf8(h.value)
-                    .ok()
-                    .and_then(|v| v.trim().parse().ok());
+                length = content_length(h.value);
                 if length.is_none() {
                     return State::Off;
                 }
             } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
-                let last = h.value.rsplit(|&b| b == b',').next().unwrap_or_default();
-                chunked = Some(last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+                chunked = Some(ends_chunked(h.value));
             } else if h.name.eq_ignore_ascii_case("upgrade") {
                 switches = true;
             }

@@ -84,11 +84,6 @@ pub fn keep_alive_timeout(headers: &HeaderMap) -> Option<std::time::Duration> {
     })
 }
 
-/// Whether the request asks for the connection to close after it.
-pub fn wants_close(headers: &HeaderMap) -> bool {
-    crate::rfc6455::has_token(headers, header::CONNECTION, "close")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

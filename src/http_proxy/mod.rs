@@ -19,4 +19,4 @@ pub mod pool;
 
 pub use body::AnswerBody;
 pub use exchange::{proxy, Client, Failure};
-pub use pool::{Conns, Pools};
+pub use pool::Pools;

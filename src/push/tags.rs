@@ -3,6 +3,7 @@
 
 use http::{HeaderMap, Uri};
 
+use crate::affinity;
 use crate::config::{TagSource, Tags};
 
 /// Most channels one connection may listen to.
@@ -77,7 +78,7 @@ fn value(source: &TagSource, headers: &HeaderMap, uri: &Uri) -> Result<Option<St
             Some(v) => v?,
             None => return Ok(None),
         },
-        TagSource::Cookie(name) => match cookie(headers, name) {
+        TagSource::Cookie(name) => match affinity::cookie(headers, name) {
             Some(v) => String::from_utf8(v.to_vec()).map_err(|_| TagError::BadName)?,
             None => return Ok(None),
         },
@@ -88,10 +89,7 @@ fn value(source: &TagSource, headers: &HeaderMap, uri: &Uri) -> Result<Option<St
 /// The percent-decoded value of query parameter `name` (`+` is a space,
 /// as forms send it).
 pub fn query_param(query: &str, name: &str) -> Option<Result<String, TagError>> {
-    query.split('&').find_map(|pair| {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        (k == name).then(|| percent_decode(v))
-    })
+    affinity::query_value(query, name).map(percent_decode)
 }
 
 fn percent_decode(v: &str) -> Result<String, TagError> {
@@ -117,19 +115,6 @@ fn percent_decode(v: &str) -> Result<String, TagError> {
         }
     }
     String::from_utf8(out).map_err(|_| TagError::BadName)
-}
-
-/// The value of cookie `name` (RFC 6265 section 5.4).
-fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a [u8]> {
-    headers
-        .get_all(http::header::COOKIE)
-        .iter()
-        .flat_map(|v| v.as_bytes().split(|&b| b == b';'))
-        .find_map(|pair| {
-            let pair = pair.trim_ascii();
-            let eq = pair.iter().position(|&b| b == b'=')?;
-            (pair[..eq].trim_ascii() == name.as_bytes()).then(|| pair[eq + 1..].trim_ascii())
-        })
 }
 
 #[cfg(test)]

@@ -45,11 +45,6 @@ impl std::fmt::Debug for Dial {
 }
 
 impl Dial {
-    /// Plain TCP to `addr`.
-    pub fn plain(addr: SocketAddr) -> Dial {
-        Dial { addr, tls: None }
-    }
-
     /// How to reach `backend` of a pool with `tls`: the pool's
     /// `server_name`, else the name the backend was resolved from
     /// (validation demands one of them).

@@ -19,7 +19,8 @@ const DEFAULT_CHECK_INTERVAL: Duration = Duration::from_secs(5);
 const DEFAULT_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 /// The sticky cookie's name when `source = "cookie"` has none.
 const DEFAULT_STICKY_COOKIE: &str = "wsgate_sticky";
-/// Keeps weighted arithmetic and any per-weight hash ring small.
+/// Keeps weighted arithmetic small: weights multiply connection counts
+/// and rendezvous scores.
 const MAX_WEIGHT: i64 = 1000;
 /// How often backend names are resolved when the pool does not say.
 const DEFAULT_RESOLVE_INTERVAL: Duration = Duration::from_secs(5);
