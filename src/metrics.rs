@@ -45,13 +45,21 @@ pub use meter::Meter;
 /// Statuses the proxy answers a refused upgrade with (contract, "Behaviour
 /// on the wire"); a backend's own refusal passed through is counted under
 /// its status when it happens.
-const PROXY_STATUSES: [u16; 9] = [400, 403, 404, 405, 408, 426, 431, 502, 503];
+const PROXY_STATUSES: [u16; 13] = [
+    400, 401, 403, 404, 405, 408, 413, 426, 429, 431, 502, 503, 504,
+];
 
 /// The closes the proxy sends itself (contract, "Behaviour on the wire"),
 /// with the initiator each is counted under: the proxy for its timeouts and
 /// drains, the offender for a broken rule, the side that vanished.
-const PROXY_CLOSES: [(CloseCode, Initiator); 7] = [
+const PROXY_CLOSES: [(CloseCode, Initiator); 11] = [
     (CloseCode::GOING_AWAY, Initiator::Proxy),
+    // A client over its message rate; a token that expired.
+    (CloseCode::POLICY_VIOLATION, Initiator::Client),
+    (CloseCode::POLICY_VIOLATION, Initiator::Proxy),
+    // Rebalancing; a push inbox that overflowed.
+    (CloseCode::SERVICE_RESTART, Initiator::Proxy),
+    (CloseCode::TRY_AGAIN_LATER, Initiator::Proxy),
     (CloseCode::GOING_AWAY, Initiator::Client),
     (CloseCode::PROTOCOL_ERROR, Initiator::Client),
     (CloseCode::PROTOCOL_ERROR, Initiator::Backend),

@@ -253,6 +253,63 @@ async fn metrics_exist_at_zero_in_the_format_the_scraper_asks_for() {
 
 /// `promtool check metrics` on `body` (Debian's prometheus package,
 /// installed when missing).
+#[tokio::test]
+async fn admission_http_and_policy_series_exist_at_zero() {
+    let backend = echo_backend().await;
+    let b = backend.addr;
+    let toml = format!(
+        "[admin]\nbind = \"127.0.0.1:0\"\n\n\
+         [[listener]]\nname = \"edge\"\nbind = \"127.0.0.1:0\"\n\
+         per_client = {{ max_connections = 100, handshakes_per_second = 10, burst = 20 }}\n\
+         max_connections = 1000\nmax_pending_handshakes = 100\n\
+         admit = {{ handshakes_per_second = 500, queue = \"5s\" }}\n\n\
+         [[route]]\npath_prefix = \"/\"\npool = \"p\"\nhttp = \"proxy\"\n\n\
+         [[pool]]\nname = \"p\"\nbackends = [{{ addr = \"{b}\" }}]\n\
+         rebalance = {{ tolerance = 0.2, max_closes_per_second = 20 }}\n"
+    );
+    let proxy = start_proxy(&toml).await;
+    let body = scrape(proxy.shared.admin_addr.unwrap(), "text/plain")
+        .await
+        .body;
+    let mut series: Vec<String> = [
+        "per_client_connections",
+        "per_client_rate",
+        "max_connections",
+        "max_pending_handshakes",
+        "admit_queue",
+    ]
+    .iter()
+    .map(|r| format!("wsgate_admission_rejections_total{{listener=\"edge\",reason=\"{r}\"}} 0"))
+    .collect();
+    series.push("wsgate_admit_queue_length{listener=\"edge\"} 0".into());
+    series.push("wsgate_rebalance_closes_total{pool=\"p\"} 0".into());
+    series.push("wsgate_http_requests_in_flight{pool=\"p\"} 0".into());
+    for code in [200, 502, 503, 504] {
+        series.push(format!(
+            "wsgate_http_requests_total{{pool=\"p\",code=\"{code}\"}} 0"
+        ));
+    }
+    for status in [401, 413, 429, 504] {
+        series.push(format!(
+            "wsgate_handshake_rejections_total{{status=\"{status}\"}} 0"
+        ));
+    }
+    for (code, initiator) in [
+        (1008, "client"),
+        (1008, "proxy"),
+        (1012, "proxy"),
+        (1013, "proxy"),
+    ] {
+        series.push(format!(
+            "wsgate_closes_total{{code=\"{code}\",initiator=\"{initiator}\",pool=\"p\",backend=\"{b}\"}} 0"
+        ));
+    }
+    for s in &series {
+        assert!(body.contains(s.as_str()), "no `{s}` in:\n{body}");
+    }
+    promtool_accepts(&body);
+}
+
 fn promtool_accepts(body: &str) {
     use std::io::Write;
     require_program("promtool", "prometheus");

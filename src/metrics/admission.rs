@@ -68,6 +68,52 @@ impl AdmissionMetrics {
         );
     }
 
+    /// Creates, at 0 when new, the series a listener's and a pool's
+    /// configured limits can move: the refusals of each limit set, the
+    /// queue length with an admit queue, rebalancing closes with
+    /// `rebalance`. Existing series keep their counts.
+    pub(super) fn zero(&self, config: &crate::config::Config) {
+        for listener in &config.listeners {
+            let limits = &listener.admission;
+            let per_client = limits.per_client.as_ref();
+            let set = [
+                (
+                    "per_client_connections",
+                    per_client.is_some_and(|p| p.max_connections.is_some()),
+                ),
+                (
+                    "per_client_rate",
+                    per_client.is_some_and(|p| p.rate.is_some()),
+                ),
+                ("max_connections", limits.max_connections.is_some()),
+                (
+                    "max_pending_handshakes",
+                    limits.max_pending_handshakes.is_some(),
+                ),
+                ("admit_queue", limits.admit.is_some()),
+            ];
+            for (reason, _) in set.iter().filter(|(_, on)| *on) {
+                let labels = RejectionLabels {
+                    listener: listener.name.clone(),
+                    reason,
+                };
+                self.rejections.get_or_create(&labels).inc_by(0);
+            }
+            if limits.admit.is_some() {
+                let labels = QueueLabels {
+                    listener: listener.name.clone(),
+                };
+                self.queue_length.get_or_create(&labels).inc_by(0);
+            }
+        }
+        for pool in config.pools.iter().filter(|p| p.rebalance.is_some()) {
+            let labels = PoolLabels {
+                pool: pool.name.clone(),
+            };
+            self.rebalance_closes.get_or_create(&labels).inc_by(0);
+        }
+    }
+
     /// A connection or upgrade on `listener` refused for `reason`.
     pub fn rejected(&self, listener: &str, reason: &'static str) {
         let labels = RejectionLabels {

@@ -46,6 +46,29 @@ impl Default for HttpMetrics {
 }
 
 impl HttpMetrics {
+    /// Creates, at 0 when new, the series of every pool a route proxies
+    /// plain HTTP to: requests in flight, and the answers by the codes the
+    /// proxy gives itself (502, 503, 504) and the usual 200.
+    pub(super) fn zero(&self, config: &crate::config::Config) {
+        let proxied = config
+            .routes
+            .iter()
+            .filter(|r| r.limits.http == crate::config::HttpMode::Proxy);
+        for route in proxied {
+            let pool = PoolLabels {
+                pool: route.pool.clone(),
+            };
+            self.in_flight.get_or_create(&pool).inc_by(0);
+            for code in [200, 502, 503, 504] {
+                let labels = HttpLabels {
+                    pool: route.pool.clone(),
+                    code,
+                };
+                self.requests.get_or_create(&labels).inc_by(0);
+            }
+        }
+    }
+
     /// Registers every proxied-HTTP metric in `registry`.
     pub(super) fn register(&self, registry: &mut Registry) {
         registry.register(

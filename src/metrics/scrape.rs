@@ -72,6 +72,8 @@ impl Metrics {
     /// routes to. Existing series keep their counts.
     fn zero_configured_series(&self, snapshot: &Snapshot) {
         let config = &snapshot.config;
+        self.admission.zero(config);
+        self.http.zero(config);
         for route in &config.routes {
             let Some(pool) = config.pools.iter().find(|p| p.name == route.pool) else {
                 continue;
