@@ -297,8 +297,9 @@ pub async fn upgrade(
     }
 }
 
-/// [`answer`] for a backend reached as `dial` says (plain or TLS); the TLS
-/// handshake counts against `timeout` too.
+/// Connects to a backend as `dial` says (plain or TLS), writes the upgrade
+/// `request` and reads and checks its answer; the TLS handshake counts
+/// against `timeout` too.
 pub async fn answer_via(
     dial: &Dial,
     request: &[u8],
