@@ -27,6 +27,7 @@ use crate::config::{self, Balance, StickySource};
 
 mod roster;
 use crate::shutdown::{Drain, DrainSignal};
+pub use roster::{Enlisted, MoveOrder};
 
 /// How long a backend that failed a connect stays down in a pool without a
 /// health check (contract, "Balancing").

@@ -434,12 +434,31 @@ impl Metrics {
 /// A route as a label (and in the access log): its host pattern (`*` for
 /// any host) and path prefix, e.g. `*/echo` or `*.example.com/chat`.
 pub fn route_label(route: &crate::config::Route) -> String {
-    let host = match &route.host {
-        Some(HostPattern::Exact(name)) => name.clone(),
-        Some(HostPattern::Suffix(suffix)) => format!("*{suffix}"),
-        None => "*".to_string(),
-    };
-    format!("{host}{}", route.path_prefix)
+    let mut label = String::with_capacity(route_label_len(route));
+    push_route_label(route, &mut label);
+    label
+}
+
+/// The length of [`route_label`] at most.
+pub fn route_label_len(route: &crate::config::Route) -> usize {
+    let host = route.host.as_ref().map_or(0, |h| match h {
+        HostPattern::Exact(name) => name.len(),
+        HostPattern::Suffix(suffix) => suffix.len(),
+    });
+    1 + host + route.path_prefix.len()
+}
+
+/// Appends [`route_label`] to `out`, allocating nothing when it has room.
+pub fn push_route_label(route: &crate::config::Route, out: &mut String) {
+    match &route.host {
+        Some(HostPattern::Exact(name)) => out.push_str(name),
+        Some(HostPattern::Suffix(suffix)) => {
+            out.push('*');
+            out.push_str(suffix);
+        }
+        None => out.push('*'),
+    }
+    out.push_str(&route.path_prefix);
 }
 
 #[cfg(test)]

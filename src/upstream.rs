@@ -2,7 +2,7 @@
 //! forwarding headers, and accept only a correct 101 (RFC 6455 section 4.1,
 //! the client's duties, which the proxy performs towards the backend).
 
-use std::io;
+use std::io::{self, Write as _};
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -170,23 +170,22 @@ pub fn backend_request<B>(
     out.extend_from_slice(b"GET ");
     out.extend_from_slice(target.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
-    let listed = connection_listed(headers);
     for (name, value) in headers {
         let n = name.as_str();
-        if HOP_BY_HOP.contains(&n) || REPLACED.contains(&n) || listed.iter().any(|l| l == n) {
+        if HOP_BY_HOP.contains(&n) || REPLACED.contains(&n) || is_connection_listed(headers, n) {
             continue;
         }
         push_header(&mut out, n.as_bytes(), value.as_bytes());
     }
     push_header(&mut out, b"connection", b"Upgrade");
     push_header(&mut out, b"upgrade", b"websocket");
-    let mut xff = Vec::new();
+    // Written in place, not gathered first: no allocation but `out`'s.
+    out.extend_from_slice(b"x-forwarded-for: ");
     for prior in headers.get_all("x-forwarded-for") {
-        xff.extend_from_slice(prior.as_bytes());
-        xff.extend_from_slice(b", ");
+        out.extend_from_slice(prior.as_bytes());
+        out.extend_from_slice(b", ");
     }
-    xff.extend_from_slice(client.ip().to_string().as_bytes());
-    push_header(&mut out, b"x-forwarded-for", &xff);
+    let _ = write!(out, "{}\r\n", client.ip());
     push_header(
         &mut out,
         b"x-forwarded-proto",
@@ -214,6 +213,18 @@ fn connection_listed(headers: &HeaderMap) -> Vec<String> {
         .filter(|t| !t.is_empty())
         .map(|t| t.to_ascii_lowercase())
         .collect()
+}
+
+/// Whether `Connection` lists header `name` (lower-case, as `HeaderName`
+/// keeps it) as hop-by-hop: [`connection_listed`] without collecting, so
+/// that the upgrade request allocates nothing for it; a request has a
+/// handful of headers and `Connection` tokens.
+fn is_connection_listed(headers: &HeaderMap, name: &str) -> bool {
+    headers
+        .get_all(http::header::CONNECTION)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+        .any(|t| t.trim_ascii().eq_ignore_ascii_case(name.as_bytes()))
 }
 
 fn push_header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
@@ -286,8 +297,9 @@ pub async fn upgrade(
     }
 }
 
-/// [`answer`] for a backend reached as `dial` says (plain or TLS); the TLS
-/// handshake counts against `timeout` too.
+/// Connects to a backend as `dial` says (plain or TLS), writes the upgrade
+/// `request` and reads and checks its answer; the TLS handshake counts
+/// against `timeout` too.
 pub async fn answer_via(
     dial: &Dial,
     request: &[u8],

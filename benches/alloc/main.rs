@@ -1,6 +1,6 @@
 //! Allocations made by the proxy, counted exactly: per ws and wss handshake
 //! cycle, and held per idle connection, with the held bytes broken down by
-//! allocation size (docs/benchmarks.md, "Allocations and syscalls").
+//! allocation size (docs/benchmarks.md, "Allocations per handshake").
 //!
 //! The proxy runs in-process on its own one-worker runtime whose threads
 //! are marked; a counting global allocator counts only marked threads, so
@@ -8,14 +8,21 @@
 //! counts do not depend on CPU load, which makes them usable on a busy
 //! machine where CPU time is not.
 //!
-//! `cargo bench --bench alloc -- [CYCLES] [IDLE]` (default 1000 and 1000).
+//! `cargo bench --bench alloc -- [CYCLES] [IDLE] [SITES]` (default 1000,
+//! 1000 and 0). With SITES > 0, SITES more cycles of each kind are run
+//! with a backtrace taken at every allocation, then SITES idle connections
+//! opened keeping a backtrace per allocation still held; both are listed
+//! by call site (slow; build with line tables, e.g. the debug build, for
+//! readable sites).
 
 use std::alloc::{GlobalAlloc, Layout, System};
+use std::backtrace::Backtrace;
 use std::cell::Cell;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicU8, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -25,6 +32,43 @@ struct Counting;
 
 thread_local! {
     static PROXY_THREAD: Cell<bool> = const { Cell::new(false) };
+    /// Set while this thread records a backtrace, whose own allocations
+    /// are not recorded.
+    static RECORDING: Cell<bool> = const { Cell::new(false) };
+}
+
+/// What backtraces are taken: none, one at every allocation ([`TRACES`]),
+/// or one per allocation still live ([`LIVE`]).
+static SITES: AtomicU8 = AtomicU8::new(OFF);
+const OFF: u8 = 0;
+const EVERY: u8 = 1;
+const HELD: u8 = 2;
+static TRACES: Mutex<Vec<(usize, Backtrace)>> = Mutex::new(Vec::new());
+static LIVE: Mutex<BTreeMap<usize, (usize, Backtrace)>> = Mutex::new(BTreeMap::new());
+
+/// Records where the allocation at `ptr` of `size` bytes was made.
+fn record(ptr: *mut u8, size: usize) {
+    let mode = SITES.load(Relaxed);
+    if mode == OFF || RECORDING.with(|r| r.replace(true)) {
+        return;
+    }
+    let trace = Backtrace::force_capture();
+    if mode == EVERY {
+        TRACES.lock().unwrap().push((size, trace));
+    } else {
+        LIVE.lock().unwrap().insert(ptr as usize, (size, trace));
+    }
+    RECORDING.with(|r| r.set(false));
+}
+
+/// The allocation at `ptr` is freed: no longer held.
+fn forget(ptr: *mut u8) {
+    if SITES.load(Relaxed) != HELD || RECORDING.with(|r| r.replace(true)) {
+        return;
+    }
+    let gone = LIVE.lock().unwrap().remove(&(ptr as usize));
+    drop(gone);
+    RECORDING.with(|r| r.set(false));
 }
 
 static ALLOCS: AtomicU64 = AtomicU64::new(0);
@@ -44,13 +88,18 @@ fn note(size: usize, sign: i64) {
 }
 
 // SAFETY: every call is passed to the system allocator unchanged; the
-// bookkeeping only touches atomics and never allocates.
+// bookkeeping only touches atomics, except while call sites are recorded,
+// when the recording's own allocations come back here and pass through
+// uncounted.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         if counted() {
             ALLOCS.fetch_add(1, Relaxed);
             ALLOC_BYTES.fetch_add(layout.size() as u64, Relaxed);
             note(layout.size(), 1);
+            let ptr = System.alloc(layout);
+            record(ptr, layout.size());
+            return ptr;
         }
         System.alloc(layout)
     }
@@ -58,6 +107,7 @@ unsafe impl GlobalAlloc for Counting {
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         if counted() {
             note(layout.size(), -1);
+            forget(ptr);
         }
         System.dealloc(ptr, layout)
     }
@@ -68,6 +118,10 @@ unsafe impl GlobalAlloc for Counting {
             ALLOC_BYTES.fetch_add(new_size as u64, Relaxed);
             note(layout.size(), -1);
             note(new_size, 1);
+            forget(ptr);
+            let new = System.realloc(ptr, layout, new_size);
+            record(new, new_size);
+            return new;
         }
         System.realloc(ptr, layout, new_size)
     }
@@ -135,6 +189,17 @@ impl Client {
         io
     }
 
+    /// An idle connection that has echoed one 64 B message, as the idle
+    /// scenario's connections have.
+    async fn idle(&self) -> Box<dyn Io> {
+        let mut io = self.open().await;
+        io.write_all(&[0x82, 0x80 | 64, 1, 2, 3, 4]).await.unwrap();
+        io.write_all(&[0u8; 64]).await.unwrap();
+        let mut echo = [0u8; 66];
+        io.read_exact(&mut echo).await.unwrap();
+        io
+    }
+
     /// One cycle: upgrade, close handshake, the proxy closing TCP.
     async fn cycle(&self) {
         let mut io = self.open().await;
@@ -167,6 +232,7 @@ fn main() {
         .collect();
     let cycles = args.first().copied().unwrap_or(1000);
     let idle = args.get(1).copied().unwrap_or(1000);
+    let sites = args.get(2).copied().unwrap_or(0);
 
     let dir = std::env::temp_dir().join(format!("wsgate-alloc-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -261,13 +327,7 @@ fn main() {
             let before = counts();
             let mut open = Vec::with_capacity(idle);
             for _ in 0..idle {
-                let mut io = client.open().await;
-                // One echoed message, as the idle scenario does.
-                io.write_all(&[0x82, 0x80 | 64, 1, 2, 3, 4]).await.unwrap();
-                io.write_all(&[0u8; 64]).await.unwrap();
-                let mut echo = [0u8; 66];
-                io.read_exact(&mut echo).await.unwrap();
-                open.push(io);
+                open.push(client.idle().await);
             }
             settle().await;
             let after = counts();
@@ -300,9 +360,101 @@ fn main() {
             }
             drop(open);
             settle().await;
+
+            if sites > 0 {
+                SITES.store(EVERY, Relaxed);
+                for _ in 0..sites {
+                    client.cycle().await;
+                }
+                settle().await;
+                SITES.store(OFF, Relaxed);
+                let traces = std::mem::take(&mut *TRACES.lock().unwrap());
+                print_sites(&format!("{label} allocations per cycle"), &traces, sites);
+
+                SITES.store(HELD, Relaxed);
+                let mut open = Vec::with_capacity(sites);
+                for _ in 0..sites {
+                    open.push(client.idle().await);
+                }
+                settle().await;
+                SITES.store(OFF, Relaxed);
+                let held: Vec<_> = std::mem::take(&mut *LIVE.lock().unwrap())
+                    .into_values()
+                    .collect();
+                let name = format!("{label} allocations held per idle connection");
+                print_sites(&name, &held, sites);
+                drop(open);
+                settle().await;
+            }
         });
     }
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Lists recorded allocations, `per` cycles' or connections' worth, by
+/// call site: the innermost frame outside the standard library and the
+/// allocator, and the innermost frame in wsgate that led there.
+fn print_sites(title: &str, traces: &[(usize, Backtrace)], per: usize) {
+    let mut by_site: HashMap<(String, String), (usize, usize)> = HashMap::new();
+    for (size, trace) in traces {
+        let text = trace.to_string();
+        // Each frame: its function, then (with line tables) where it is.
+        let mut frames: Vec<(&str, &str)> = Vec::new();
+        for line in text.lines() {
+            let line = line.trim_start();
+            if let Some(at) = line.strip_prefix("at ") {
+                if let Some(last) = frames.last_mut() {
+                    last.1 = at;
+                }
+            } else if let Some((n, f)) = line.split_once(": ") {
+                if n.parse::<usize>().is_ok() {
+                    frames.push((f, ""));
+                }
+            }
+        }
+        let std_frame = |f: &&(&str, &str)| {
+            [
+                "std::", "core::", "alloc::", "<alloc::", "<core::", "<std::", "__rust", "<&",
+            ]
+            .iter()
+            .any(|p| f.0.starts_with(p))
+        };
+        let site = frames.iter().find(|f| !std_frame(f)).map_or("?", |f| f.0);
+        let ours = frames
+            .iter()
+            .find(|f| f.0.contains("wsgate::"))
+            .map_or("-".to_string(), |f| {
+                let at = f.1.rsplit_once("/src/").map_or(f.1, |(_, at)| at);
+                format!("{} ({at})", strip_hash(f.0))
+            });
+        let entry = by_site.entry((strip_hash(site), ours)).or_default();
+        entry.0 += 1;
+        entry.1 += size;
+    }
+    let mut rows: Vec<_> = by_site.into_iter().collect();
+    rows.sort_by_key(|row| std::cmp::Reverse(row.1 .0));
+    let n = per as f64;
+    let bytes: usize = traces.iter().map(|(size, _)| size).sum();
+    println!(
+        "{title}, by call site: {:.1} allocations, {:.0} bytes",
+        traces.len() as f64 / n,
+        bytes as f64 / n
+    );
+    for ((site, ours), (count, bytes)) in rows {
+        println!(
+            "  {:>5.2} x {:>6.0} B  {site}\n                      in {ours}",
+            count as f64 / n,
+            bytes as f64 / count as f64
+        );
+    }
+}
+
+/// A frame's function without its `::h0123...` hash.
+fn strip_hash(frame: &str) -> String {
+    match frame.rsplit_once("::h") {
+        Some((f, hash)) if hash.len() == 16 => f.to_string(),
+        _ => frame.to_string(),
+    }
 }
 
 /// The size of what `f` would return, without calling it.

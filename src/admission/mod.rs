@@ -178,7 +178,7 @@ impl Gate {
             gate: self.clone(),
             client,
             pending: Some(id),
-            dropped,
+            dropped: Some(dropped),
         })
     }
 
@@ -200,7 +200,9 @@ pub struct Ticket {
     client: Option<ClientKey>,
     /// Its key among the pending connections, until its request is read.
     pending: Option<u64>,
-    dropped: Arc<Notify>,
+    /// Only a pending connection can be dropped: let go once the request
+    /// is read, so that an established connection does not keep it.
+    dropped: Option<Arc<Notify>>,
 }
 
 impl Ticket {
@@ -210,13 +212,15 @@ impl Ticket {
         if let Some(id) = self.pending.take() {
             self.gate.lock().pending.remove(&id);
         }
+        self.dropped = None;
     }
 
     /// Notified when `max_pending_handshakes` drops this connection to
     /// make room for a newer one (only ever while it is pending); the
     /// notification is kept until awaited.
     pub fn dropped_signal(&self) -> Arc<Notify> {
-        self.dropped.clone()
+        // After the request: a signal that never fires.
+        self.dropped.clone().unwrap_or_default()
     }
 
     /// The gate this ticket belongs to.

@@ -7,10 +7,11 @@
 //! the signal that asks it to close.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 
-use tokio::sync::Notify;
+use atomic_waker::AtomicWaker;
 
 use super::BackendState;
 
@@ -26,9 +27,41 @@ pub(super) struct Roster {
 #[derive(Debug)]
 struct Entry {
     key: Option<Box<[u8]>>,
-    close: Arc<Notify>,
+    close: Arc<MoveOrder>,
     /// Asked to close, not ended yet.
     told: bool,
+}
+
+/// Rebalancing's request that one connection move elsewhere. The relay
+/// polls it beside its sockets: a flag and a waker, so that an idle
+/// connection keeps no future for it.
+#[derive(Debug, Default)]
+pub struct MoveOrder {
+    given: AtomicBool,
+    waker: AtomicWaker,
+}
+
+impl MoveOrder {
+    /// Ready once the connection has been asked to move; registers the
+    /// task to be woken then.
+    pub fn poll_given(&self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.given.load(Ordering::Acquire) {
+            return Poll::Ready(());
+        }
+        self.waker.register(cx.waker());
+        // Given between the check and the registration: seen now.
+        if self.given.load(Ordering::Acquire) {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    }
+
+    /// Asks the connection to move.
+    pub fn give(&self) {
+        self.given.store(true, Ordering::Release);
+        self.waker.wake();
+    }
 }
 
 /// A connection's place on its backend's roster; leaving it when dropped.
@@ -36,8 +69,8 @@ struct Entry {
 pub struct Enlisted {
     backend: Arc<BackendState>,
     seq: u64,
-    /// Notified when rebalancing asks the connection to move.
-    pub close: Arc<Notify>,
+    /// Given when rebalancing asks the connection to move.
+    pub close: Arc<MoveOrder>,
 }
 
 impl Drop for Enlisted {
@@ -56,7 +89,7 @@ impl BackendState {
     /// Enlists a relayed connection with its sticky `key`, if any.
     pub fn enlist(self: &Arc<Self>, key: Option<&[u8]>) -> Enlisted {
         let seq = NEXT.fetch_add(1, Ordering::Relaxed);
-        let close = Arc::new(Notify::new());
+        let close = Arc::new(MoveOrder::default());
         let entry = Entry {
             key: key.map(Box::from),
             close: close.clone(),
@@ -87,7 +120,7 @@ impl BackendState {
         match newest {
             Some(entry) => {
                 entry.told = true;
-                entry.close.notify_one();
+                entry.close.give();
                 true
             }
             None => false,
@@ -114,5 +147,16 @@ mod tests {
         assert_eq!(state.told_to_move(), 1, "the one that ended leaves");
         drop(new);
         assert_eq!(state.told_to_move(), 0);
+    }
+
+    #[test]
+    fn a_move_order_is_seen_once_given_and_stays_given() {
+        let state = Arc::new(BackendState::new(([10, 0, 0, 1], 9000).into()));
+        let enlisted = state.enlist(None);
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        assert!(enlisted.close.poll_given(&mut cx).is_pending());
+        assert!(state.move_newest(|_| true));
+        assert!(enlisted.close.poll_given(&mut cx).is_ready());
+        assert!(enlisted.close.poll_given(&mut cx).is_ready());
     }
 }

@@ -44,9 +44,9 @@ where
     else {
         return rejected(&accepted, &req, Reject::NoRoute).map(Either::Left);
     };
-    // Owned: authentication may rewrite the request's headers.
-    let host = host.map(str::to_string);
     let route = &snapshot.config.routes[route_index];
+    // Taken now: authentication may rewrite the request's headers.
+    let mut access = AccessInfo::new(accepted.listener.clone(), host, req.uri().path(), route);
     let checked = match handshake::check(&req, route) {
         Ok(checked) => checked,
         Err(reject) => return rejected(&accepted, &req, reject).map(Either::Left),
@@ -156,23 +156,11 @@ where
             );
         }
     }
-    let route_name = crate::metrics::route_label(route);
-    let access = AccessInfo {
-        listener: accepted.listener.clone(),
-        host: host.unwrap_or_else(|| "-".to_string()),
-        path: req.uri().path().to_string(),
-        route: route_name.clone(),
-        subprotocol: backend
-            .protocol
-            .as_ref()
-            .and_then(|p| p.to_str().ok())
-            .unwrap_or("-")
-            .to_string(),
-        user: admitted.subject,
-    };
+    let subprotocol = backend.protocol.as_ref().and_then(|p| p.to_str().ok());
+    access.finish(subprotocol, admitted.subject.as_deref());
     let meter = accepted.shared.metrics.as_ref().map(|m| {
         let labels = ConnectionLabels {
-            route: route_name,
+            route: access.route().to_string(),
             pool: pool.name.clone(),
             backend: addr.to_string(),
         };

@@ -130,8 +130,12 @@ impl Hub {
     /// of it) and across restarts of one node (a random part per run):
     /// `<node>.<run>.<n>`.
     pub fn next_id(&self) -> String {
+        use std::fmt::Write;
         let n = self.next.fetch_add(1, Ordering::Relaxed);
-        format!("{}.{:08x}.{n:x}", self.node, self.boot)
+        // Sized up front: one allocation per handshake, not one per growth.
+        let mut id = String::with_capacity(self.node.len() + 1 + 8 + 1 + 16);
+        let _ = write!(id, "{}.{:08x}.{n:x}", self.node, self.boot);
+        id
     }
 
     /// The node a connection id names.
@@ -317,6 +321,12 @@ impl Member {
     /// The connection's id.
     pub fn id(&self) -> &str {
         &self.id
+    }
+
+    /// The connection's id, shared: it outlives the membership without a
+    /// copy (the access-log line names it after the connection left).
+    pub fn shared_id(&self) -> Arc<str> {
+        self.id.clone()
     }
 }
 

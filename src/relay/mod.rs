@@ -55,15 +55,15 @@ pub use crate::close::{Counts, End};
 /// Resolves to the moment a drain wants this connection closed.
 pub type Stop = Pin<Box<dyn Future<Output = Instant> + Send>>;
 
-/// Resolves when rebalancing asks this connection to move elsewhere.
-pub type Move = Pin<Box<dyn Future<Output = ()> + Send>>;
+/// Given when rebalancing asks this connection to move elsewhere.
+pub type Move = Arc<crate::balance::MoveOrder>;
 
 /// What reaches a connection from outside: a drain, rebalancing, and
 /// messages pushed to it.
 pub struct Signals {
     /// Resolves to the moment a drain wants the connection closed.
     pub stop: Stop,
-    /// Resolves when rebalancing asks the connection to move; `None`: never.
+    /// Given when rebalancing asks the connection to move; `None`: never.
     pub moved: Option<Move>,
     /// Pushed messages, written towards the client between messages;
     /// `None`: none can come.
@@ -98,13 +98,17 @@ impl Socket for tokio_rustls::client::TlsStream<TcpStream> {
 
 /// Relays until the connection closes, then closes both sockets. When
 /// `signals.stop` resolves, the connection is closed with 1001 at the
-/// moment it names; when `signals.moved` does, with 1012 to the client.
+/// moment it names; when `signals.moved` is given, with 1012 to the client.
 /// Traffic is reported to `meter` now and then and at the end.
 ///
-/// A plain function returning an `async move` block, not an `async fn`:
-/// an `async fn` keeps each argument twice in its future (the argument and
-/// the body's binding of it), and a TLS stream is over a kilobyte that
-/// every idle connection would pay again.
+/// A plain function that sets the relay up and returns an `async move`
+/// block over it, not an `async fn`: a future keeps every argument it
+/// captures for its whole life, beside whatever is made from them, so the
+/// block captures only the relay and the two streams. An `async fn` would
+/// also keep each argument twice (the argument and the body's binding of
+/// it), and a TLS stream is over a kilobyte. Every idle connection pays
+/// for each byte of this future. Call it from within the runtime (it
+/// creates the relay's timer).
 #[allow(clippy::manual_async_fn)] // on purpose, as said above
 pub fn run<C, B>(
     mut client: C,
@@ -119,15 +123,15 @@ where
     C: AsyncRead + AsyncWrite + Socket + Unpin,
     B: AsyncRead + AsyncWrite + Socket + Unpin,
 {
+    let started = Instant::now();
+    let mut relay = Relay::new(settings, &client_pre, &backend_pre, signals.stop, meter);
+    relay.moved = signals.moved;
+    relay.inbox = signals.inbox;
+    // These may be views into the handshake's read buffers (hyper's and
+    // the backend answer's): holding them would pin those buffers for the
+    // whole connection. Their bytes are in the relay's own stash by now.
+    drop((client_pre, backend_pre));
     async move {
-        let started = Instant::now();
-        let mut relay = Relay::new(settings, &client_pre, &backend_pre, signals.stop, meter);
-        relay.moved = signals.moved;
-        relay.inbox = signals.inbox;
-        // These may be views into the handshake's read buffers (hyper's and
-        // the backend answer's): holding them would pin those buffers for the
-        // whole connection. Their bytes are in the relay's own stash by now.
-        drop((client_pre, backend_pre));
         poll_fn(|cx| relay.poll(cx, &mut client, &mut backend)).await;
         if let Some(inbox) = &relay.inbox {
             inbox.close();
@@ -325,7 +329,7 @@ impl Relay {
                 }
             }
             if let Some(moved) = &mut self.moved {
-                if moved.as_mut().poll(cx).is_ready() {
+                if moved.poll_given(cx).is_ready() {
                     self.moved = None;
                     let orders = self.life.rebalance(Instant::now());
                     self.apply(orders);
