@@ -62,6 +62,16 @@ async fn ended(proxy: &Proxy) -> String {
     panic!("the connection was not ended after the reset");
 }
 
+/// Waits for the connection to end, then checks that it was counted once
+/// as closed with `code` by `initiator`.
+async fn assert_ended_as(proxy: &Proxy, code: &str, initiator: &str) {
+    let scrape = ended(proxy).await;
+    let code = format!("code=\"{code}\"");
+    let initiator = format!("initiator=\"{initiator}\"");
+    let counted = sample(&scrape, "wsgate_closes_total", &[&code, &initiator]);
+    assert_eq!(counted, 1.0, "{scrape}");
+}
+
 async fn setup() -> (Proxy, RawWs, RawWs) {
     let (addr, mut accepted) = raw_backend().await;
     let toml = format!(
@@ -80,13 +90,7 @@ async fn client_reset_behind_a_stuck_backend_closes_at_once_as_the_clients() {
     let (proxy, mut client, mut backend) = setup().await;
     fill(&mut client.stream, true).await;
     reset(client.stream);
-    let scrape = ended(&proxy).await;
-    let counted = sample(
-        &scrape,
-        "wsgate_closes_total",
-        &["code=\"1001\"", "initiator=\"client\""],
-    );
-    assert_eq!(counted, 1.0, "{scrape}");
+    assert_ended_as(&proxy, "1001", "client").await;
     // The backend, reading again, finds its connection closed; a close
     // frame, if the frame in progress ended, says 1001.
     let mut frames = 0;
@@ -104,13 +108,7 @@ async fn backend_reset_behind_a_stuck_client_closes_at_once_as_the_backends() {
     let (proxy, client, mut backend) = setup().await;
     fill(&mut backend.stream, false).await;
     reset(backend.stream);
-    let scrape = ended(&proxy).await;
-    let counted = sample(
-        &scrape,
-        "wsgate_closes_total",
-        &["code=\"1014\"", "initiator=\"backend\""],
-    );
-    assert_eq!(counted, 1.0, "{scrape}");
+    assert_ended_as(&proxy, "1014", "backend").await;
     drop(client);
 }
 
@@ -148,11 +146,5 @@ async fn client_reset_over_tls_behind_a_stuck_backend_closes_at_once() {
     fill(&mut tls, true).await;
     let (tcp, _) = tls.into_inner();
     reset(tcp);
-    let scrape = ended(&proxy).await;
-    let counted = sample(
-        &scrape,
-        "wsgate_closes_total",
-        &["code=\"1001\"", "initiator=\"client\""],
-    );
-    assert_eq!(counted, 1.0, "{scrape}");
+    assert_ended_as(&proxy, "1001", "client").await;
 }

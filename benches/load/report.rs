@@ -178,22 +178,28 @@ fn handshakes_per_s(runs: &[&Run]) -> Vec<f64> {
     per_run(runs, |r| r.f(&["rates", "cycles_per_s"]))
 }
 
-/// Least-squares line through (connections, RSS KiB) of one repeat's idle
-/// runs: (KiB per connection, KiB at zero).
-fn rss_fits(runs: &[&Run]) -> Vec<(f64, f64)> {
+/// The idle runs' (connections, RSS KiB) points, one list per repeat.
+fn rss_points_by_repeat(runs: &[&Run]) -> Vec<Vec<(f64, f64)>> {
     let mut repeats: Vec<&str> = runs.iter().map(|r| r.repeat.as_str()).collect();
     repeats.sort_unstable();
     repeats.dedup();
     repeats
         .into_iter()
-        .filter_map(|rep| {
-            let points: Vec<(f64, f64)> = runs
-                .iter()
+        .map(|rep| {
+            runs.iter()
                 .filter(|r| r.repeat == rep)
                 .filter_map(|r| Some((r.n?, r.f(&["watched", "rss_kib"])?)))
-                .collect();
-            fit(&points)
+                .collect()
         })
+        .collect()
+}
+
+/// Least-squares line through (connections, RSS KiB) of one repeat's idle
+/// runs: (KiB per connection, KiB at zero).
+fn rss_fits(runs: &[&Run]) -> Vec<(f64, f64)> {
+    rss_points_by_repeat(runs)
+        .iter()
+        .filter_map(|points| fit(points))
         .collect()
 }
 
@@ -223,15 +229,11 @@ fn rss_per_connection(runs: &[&Run]) -> Vec<f64> {
 /// (9,000 in a full run): RSS divided by N, the fixed part of the process
 /// included, which is what an operator provisions.
 fn rss_whole_per_connection(runs: &[&Run]) -> Vec<f64> {
-    let mut repeats: Vec<&str> = runs.iter().map(|r| r.repeat.as_str()).collect();
-    repeats.sort_unstable();
-    repeats.dedup();
-    repeats
+    rss_points_by_repeat(runs)
         .into_iter()
-        .filter_map(|rep| {
-            runs.iter()
-                .filter(|r| r.repeat == rep)
-                .filter_map(|r| Some((r.n?, r.f(&["watched", "rss_kib"])?)))
+        .filter_map(|points| {
+            points
+                .into_iter()
                 .max_by(|a, b| a.0.total_cmp(&b.0))
                 .filter(|(n, _)| *n > 0.0)
                 .map(|(n, rss)| rss / n)

@@ -83,29 +83,6 @@ fi
 
 ECHO_PID="" TARGET_PID=""
 
-# Waits (at most 5 s) until PORT accepts connections while PID lives.
-wait_listening() {
-    local port=$1 pid=$2 i
-    for ((i = 0; i < 100; i++)); do
-        port_busy "$port" && return 0
-        kill -0 "$pid" 2>/dev/null || return 1
-        sleep 0.05
-    done
-    return 1
-}
-
-# Stops PID: SIGTERM, then SIGKILL after 5 s.
-stop_pid() {
-    local pid=$1 i
-    kill -TERM "$pid" 2>/dev/null || return 0
-    for ((i = 0; i < 100; i++)); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.05
-    done
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-}
-
 # Stops what this script started, and only that.
 cleanup() {
     [[ -n "$TARGET_PID" ]] && stop_pid "$TARGET_PID"
