@@ -406,6 +406,7 @@ async fn health_checks_log_transitions_not_every_reload() {
     bin.wait_line(&["configuration reloaded", "version=3"])
         .await;
     // Now it comes up: one line for that transition.
+    release_closed_port(down);
     let _listener = std::net::TcpListener::bind(down).expect("the released port is free again");
     bin.wait_line(&["health check passed", "backend up"]).await;
     let lines = bin.lines();

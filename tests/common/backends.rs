@@ -178,10 +178,28 @@ pub async fn scripted_backend(answer: fn(&str) -> String) -> Backend {
     backend
 }
 
-/// An address nothing listens on (bound, then released).
+/// Sockets bound by [`closed_port`] and kept bound, not listening, so that
+/// no listener started later in the same process is given their port: a
+/// proxy under test that got it would connect to itself instead of being
+/// refused.
+static CLOSED_PORTS: Mutex<Vec<tokio::net::TcpSocket>> = Mutex::new(Vec::new());
+
+/// An address nothing listens on and nothing else in this process can bind
+/// until [`release_closed_port`]: connecting to it is refused.
 pub async fn closed_port() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    l.local_addr().unwrap()
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = socket.local_addr().unwrap();
+    CLOSED_PORTS.lock().unwrap().push(socket);
+    addr
+}
+
+/// Frees a port of [`closed_port`] so that a test can listen on it.
+pub fn release_closed_port(addr: SocketAddr) {
+    CLOSED_PORTS
+        .lock()
+        .unwrap()
+        .retain(|socket| socket.local_addr().ok() != Some(addr));
 }
 
 /// Reads a request head and returns its `Sec-WebSocket-Key` (empty when
