@@ -325,10 +325,11 @@ fn the_bench_echo_backend_passes_the_generator_checks() {
 
 #[test]
 fn a_refused_port_is_a_connect_error() {
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
+    // Bound, never listening, and kept until the end: connecting is refused,
+    // and no listener of a test running beside this one can be given it.
+    let reserved = tokio::net::TcpSocket::new_v4().unwrap();
+    reserved.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let port = reserved.local_addr().unwrap().port();
     let url = format!("ws://127.0.0.1:{port}/");
     let mode = Mode::Rtt {
         size: 64,
@@ -337,6 +338,7 @@ fn a_refused_port_is_a_connect_error() {
     let report = loadgen::run(options(&url, 3, 50), mode).unwrap();
     assert_eq!(report.live.errors.connect.get(), 3);
     assert!(report.live.first_failure.borrow().is_some());
+    drop(reserved);
 }
 
 // The codec and payload checks on their own.
